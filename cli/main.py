@@ -1,0 +1,296 @@
+"""The ``persona`` command: a thin CLI over the Python API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from persona_sdk.cli.render import (
+    console,
+    emit_json,
+    err_console,
+    memories_table,
+    rules_table,
+    used_rules_table,
+)
+from persona_sdk.config import default_data_dir
+from persona_sdk.errors import PersonaError
+from persona_sdk.persona import Persona
+
+
+class PersonaGroup(TyperGroup):
+    """Turns every expected error into one line on stderr and exit code 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except PersonaError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False,
+                              soft_wrap=True)
+            raise click.exceptions.Exit(2) from None
+
+
+app = typer.Typer(
+    cls=PersonaGroup,
+    help="Personalize one shared LLM for every user: rules, memories, generation.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON.")
+
+
+@dataclass
+class Settings:
+    data: Path
+    model: str | None
+    embedder: str | None
+    device: str | None
+
+    def open(self) -> Persona:
+        return Persona.open(self.data, model=self.model, embedder=self.embedder,
+                            device=self.device)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    data: Path = typer.Option(None, "--data", help="Data dir (default: $PERSONA_HOME or ~/.persona)."),
+    model: str = typer.Option(None, "--model", help="HF id or local path of the base model (default: the embedded SmolLM2-135M-Instruct)."),
+    embedder: str = typer.Option(None, "--embedder", help="sentence-transformers id or path (default: the embedded all-MiniLM-L6-v2)."),
+    device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1... (default: cuda if available)."),
+) -> None:
+    ctx.obj = Settings(data or default_data_dir(), model, embedder, device)
+
+
+def _open(ctx: typer.Context) -> Persona:
+    return ctx.obj.open()
+
+
+def _existing_user(persona: Persona, user_id: str):
+    user = persona.user(user_id)
+    persona.store.require_user(user.id)
+    return user
+
+
+@app.command()
+def users(ctx: typer.Context, json_: bool = JsonOption) -> None:
+    """List users with stored data."""
+    with _open(ctx) as persona:
+        ids = persona.users()
+        counts = {uid: persona.store.count_memories(uid) for uid in ids}
+    if json_:
+        emit_json([{"user_id": uid, **counts[uid]} for uid in ids])
+        return
+    if not ids:
+        console.print("no users yet: add one with [bold]persona add-rule USER TEXT[/]")
+    for uid in ids:
+        c = counts[uid]
+        console.print(f"{uid}  rules={c['rule']} pairs={c['pair']} edits={c['edit']}",
+                      highlight=False)
+
+
+@app.command()
+def show(ctx: typer.Context, user_id: str = typer.Argument(..., metavar="USER"),
+         json_: bool = JsonOption) -> None:
+    """Show everything stored for a user: rules (with history), pairs and edits."""
+    with _open(ctx) as persona:
+        user = _existing_user(persona, user_id)
+        rules = user.rules(include_superseded=True)
+        others = [m for m in user.memories() if m.kind != "rule"]
+        counts = persona.store.count_memories(user.id)
+    if json_:
+        emit_json({"user_id": user.id, "counts": counts,
+                   "rules": [r.to_dict() for r in rules],
+                   "memories": [m.to_dict() for m in others]})
+        return
+    console.print(f"[bold]{user.id}[/]: {counts['rule']} rules, {counts['pair']} pairs, "
+                  f"{counts['edit']} edits")
+    console.print(rules_table(rules, "rules"))
+    if others:
+        console.print(memories_table(others, "pairs and edits"))
+
+
+@app.command()
+def rules(
+    ctx: typer.Context,
+    user_id: str = typer.Argument(..., metavar="USER"),
+    all_: bool = typer.Option(False, "--all", help="Include superseded rules."),
+    json_: bool = JsonOption,
+) -> None:
+    """List a user's rules."""
+    with _open(ctx) as persona:
+        found = _existing_user(persona, user_id).rules(include_superseded=all_)
+    if json_:
+        emit_json([r.to_dict() for r in found])
+    else:
+        console.print(rules_table(found, f"rules of {user_id}"))
+
+
+@app.command("add-rule")
+def add_rule(
+    ctx: typer.Context,
+    user_id: str = typer.Argument(..., metavar="USER"),
+    text: str = typer.Argument(..., help="The rule, e.g. 'Answer in one sentence.'"),
+    context: str = typer.Option(None, "--context", help="Only apply to requests like this."),
+    json_: bool = JsonOption,
+) -> None:
+    """Add a stated rule for a user (creates the user)."""
+    with _open(ctx) as persona:
+        user = persona.user(user_id)
+        with err_console.status("embedding…"):
+            memory = user.add_rule(text, context=context)
+    if json_:
+        emit_json(memory.to_dict())
+    else:
+        console.print(f"added rule {memory.id} for {user.id}", highlight=False)
+
+
+@app.command("delete-memory")
+def delete_memory(
+    ctx: typer.Context,
+    user_id: str = typer.Argument(..., metavar="USER"),
+    memory_id: int = typer.Argument(..., metavar="MEMORY_ID"),
+    json_: bool = JsonOption,
+) -> None:
+    """Delete one memory (rule, pair or edit) of a user."""
+    with _open(ctx) as persona:
+        _existing_user(persona, user_id).delete_memory(memory_id)
+    if json_:
+        emit_json({"user_id": user_id, "deleted": memory_id})
+    else:
+        console.print(f"deleted memory {memory_id} of {user_id}", highlight=False)
+
+
+@app.command()
+def forget(
+    ctx: typer.Context,
+    user_id: str = typer.Argument(..., metavar="USER"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    json_: bool = JsonOption,
+) -> None:
+    """Delete every trace of a user: memories, vectors, indexes, adapters, caches."""
+    with _open(ctx) as persona:
+        user = _existing_user(persona, user_id)
+        if not yes and not typer.confirm(f"Forget {user.id} and all their data?"):
+            err_console.print("aborted; nothing was deleted")
+            raise typer.Exit(1)
+        user.forget()
+    if json_:
+        emit_json({"user_id": user_id, "forgotten": True})
+    else:
+        console.print(f"forgot {user_id}", highlight=False)
+
+
+@app.command()
+def explain(
+    ctx: typer.Context,
+    user_id: str = typer.Argument(..., metavar="USER"),
+    prompt: str = typer.Argument(...),
+    json_: bool = JsonOption,
+) -> None:
+    """Show which rules a request would use, and why."""
+    with _open(ctx) as persona:
+        explanation = _existing_user(persona, user_id).explain(prompt)
+    if json_:
+        emit_json(explanation.to_dict())
+    else:
+        console.print(used_rules_table(explanation.rules, f"rules for: {prompt}"))
+
+
+def _load_model(persona: Persona) -> None:
+    with err_console.status("loading model…"):
+        persona.host  # noqa: B018 - load now so the spinner covers it
+
+
+@app.command()
+def generate(
+    ctx: typer.Context,
+    user_id: str = typer.Argument(..., metavar="USER"),
+    prompt: str = typer.Argument(...),
+    strength: float = typer.Option(1.0, help="Guidance strength: 0 = base model, 1 = user adapter."),
+    max_new_tokens: int = typer.Option(200, help="Most tokens to generate."),
+    temperature: float = typer.Option(0.0, help="0 = greedy."),
+    seed: int = typer.Option(None, help="Seed for sampling."),
+    stream: bool = typer.Option(False, "--stream", help="Print tokens as they come."),
+    json_: bool = JsonOption,
+) -> None:
+    """Generate a personalized reply."""
+    with _open(ctx) as persona:
+        _load_model(persona)
+        kwargs = dict(strength=strength, max_new_tokens=max_new_tokens,
+                      temperature=temperature, seed=seed)
+        if stream and not json_:
+            chunks = persona.generate(user_id, prompt, stream=True, **kwargs)
+            for chunk in chunks:
+                console.out(chunk, end="", highlight=False)
+            console.out("")
+            reply = chunks.reply
+        else:
+            reply = persona.generate(user_id, prompt, **kwargs)
+            if not json_:
+                console.out(reply.text, highlight=False)
+    if json_:
+        emit_json(reply.to_dict())
+        return
+    if reply.used_rules:
+        err_console.print(used_rules_table(reply.used_rules))
+    err_console.print(f"[dim]{reply.tokens} tokens in {reply.timings['generate']:.0f} ms[/]")
+
+
+@app.command()
+def chat(
+    ctx: typer.Context,
+    user_id: str = typer.Argument(..., metavar="USER"),
+    strength: float = typer.Option(1.0, help="Guidance strength."),
+    max_new_tokens: int = typer.Option(200, help="Most tokens per reply."),
+) -> None:
+    """Chat with the model as USER (a REPL; /exit or Ctrl-D quits, /rules lists rules)."""
+    with _open(ctx) as persona:
+        _load_model(persona)
+        user = persona.user(user_id)
+        history: list[dict[str, str]] = []
+        console.print(f"chatting as [bold]{user.id}[/]; /exit to quit")
+        while True:
+            try:
+                line = input("you> ").strip()
+            except (EOFError, KeyboardInterrupt):
+                console.print()
+                break
+            if line in ("/exit", "/quit"):
+                break
+            if line == "/rules":
+                console.print(rules_table(user.rules(), f"rules of {user.id}"))
+                continue
+            if not line:
+                continue
+            history.append({"role": "user", "content": line})
+            chunks = persona.generate(user.id, history, stream=True, strength=strength,
+                                      max_new_tokens=max_new_tokens)
+            console.out("bot> ", end="")
+            for chunk in chunks:
+                console.out(chunk, end="", highlight=False)
+            console.out("")
+            history.append({"role": "assistant", "content": chunks.reply.text or "…"})
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    max_new_tokens: int = typer.Option(60, help="Most tokens per reply."),
+    json_: bool = JsonOption,
+) -> None:
+    """Two users, different rules, the same prompts: see the replies side by side."""
+    from persona_sdk.cli.demo import run_demo
+
+    run_demo(ctx.obj, max_new_tokens=max_new_tokens, as_json=json_)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,197 @@
+"""Per-user FAISS indexes, derived from the SQLite store.
+
+Each user has their own ``IndexIDMap2(IndexFlatIP)`` over normalised embeddings keyed by
+memory id, so a search can only ever see that user's memories (no filter-after-search).
+An index is saved beside the database with a manifest holding the user's
+``memory_version`` and the file's SHA-256. A missing, stale or corrupt index is rebuilt
+from the embeddings stored in SQLite, so the files can always be deleted safely.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from persona_sdk.memory.store import MemoryStore, Write
+
+INDEX_DIRNAME = "indexes"
+
+
+def user_file_stem(user_id: str) -> str:
+    """A filesystem-safe, case-safe name for a user's derived files."""
+    return hashlib.sha256(user_id.encode("utf-8")).hexdigest()[:32]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with tmp.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class SearchHit:
+    """One nearest neighbour: a memory id and its cosine similarity to the query."""
+
+    memory_id: int
+    similarity: float
+
+
+class UserIndex:
+    """An exact inner-product index over one user's retrievable memories."""
+
+    def __init__(self, dim: int, index: faiss.Index | None = None):
+        self.dim = dim
+        self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+    @property
+    def size(self) -> int:
+        return int(self.index.ntotal)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(ids):
+            self.index.add_with_ids(
+                np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64)
+            )
+
+    def remove(self, ids: list[int]) -> None:
+        if ids:
+            self.index.remove_ids(np.asarray(ids, dtype=np.int64))
+
+    def ids(self) -> list[int]:
+        return sorted(int(i) for i in faiss.vector_to_array(self.index.id_map))
+
+    def search(self, query: np.ndarray, k: int) -> list[SearchHit]:
+        if self.size == 0 or k <= 0:
+            return []
+        sims, ids = self.index.search(np.asarray(query, np.float32).reshape(1, -1), min(k, self.size))
+        return [SearchHit(int(i), float(s)) for i, s in zip(ids[0], sims[0]) if i >= 0]
+
+    def to_bytes(self) -> bytes:
+        return faiss.serialize_index(self.index).tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> UserIndex:
+        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        return cls(index.d, index)
+
+
+class IndexManager:
+    """Keeps each user's index in step with SQLite, in memory and on disk."""
+
+    def __init__(self, store: MemoryStore, dim: int):
+        self.store = store
+        self.dim = dim
+        self.directory = store.data_dir / INDEX_DIRNAME
+        self._cache: dict[str, tuple[int, UserIndex]] = {}
+        self._dirty: set[str] = set()
+        self._lock = threading.RLock()
+        self.rebuilds = 0  # how many indexes were rebuilt from SQLite (for doctor and tests)
+
+    def paths(self, user_id: str) -> tuple[Path, Path]:
+        stem = user_file_stem(user_id)
+        return self.directory / f"{stem}.faiss", self.directory / f"{stem}.json"
+
+    def get(self, user_id: str) -> UserIndex:
+        """The user's index, reloaded or rebuilt if another writer moved SQLite ahead."""
+        with self._lock:
+            version = self.store.memory_version(user_id)
+            cached = self._cache.get(user_id)
+            if cached is not None and cached[0] == version:
+                return cached[1]
+            index = self._load(user_id, version) or self._rebuild(user_id)
+            self._cache[user_id] = (version, index)
+            return index
+
+    def apply(
+        self,
+        user_id: str,
+        write: Write,
+        add: tuple[np.ndarray, np.ndarray] | None = None,
+        remove: list[int] | None = None,
+    ) -> None:
+        """Mirror a committed write into the cached index, if the cache was just before it."""
+        with self._lock:
+            cached = self._cache.get(user_id)
+            if cached is None or cached[0] != write.version - 1:
+                self._cache.pop(user_id, None)  # someone else wrote too: rebuild lazily
+                return
+            index = cached[1]
+            if remove:
+                index.remove(remove)
+            if add is not None:
+                index.add(*add)
+            self._cache[user_id] = (write.version, index)
+            self._dirty.add(user_id)
+
+    def _load(self, user_id: str, version: int) -> UserIndex | None:
+        index_path, manifest_path = self.paths(user_id)
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            if manifest.get("version") != version or manifest.get("dim") != self.dim:
+                return None
+            if _sha256(index_path) != manifest.get("sha256"):
+                return None
+            index = UserIndex.from_bytes(index_path.read_bytes())
+        except (OSError, ValueError, RuntimeError):
+            return None
+        # The version can match while a crashed writer left the file behind; trust ids only.
+        if index.dim != self.dim or index.ids() != self.store.retrievable_ids(user_id):
+            return None
+        return index
+
+    def _rebuild(self, user_id: str) -> UserIndex:
+        ids, vectors = self.store.retrievable_embeddings(user_id)
+        index = UserIndex(self.dim)
+        index.add(ids, vectors)
+        self.rebuilds += 1
+        self._dirty.add(user_id)
+        return index
+
+    def flush(self) -> None:
+        """Write every changed index to disk atomically, with its manifest."""
+        with self._lock:
+            for user_id in sorted(self._dirty):
+                cached = self._cache.get(user_id)
+                if cached is None or not self.store.user_exists(user_id):
+                    continue
+                version, index = cached
+                self.directory.mkdir(parents=True, exist_ok=True)
+                index_path, manifest_path = self.paths(user_id)
+                data = index.to_bytes()
+                _atomic_write(index_path, data)
+                manifest = {
+                    "version": version,
+                    "dim": self.dim,
+                    "count": index.size,
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                }
+                _atomic_write(manifest_path, json.dumps(manifest).encode())
+            self._dirty.clear()
+
+    def drop(self, user_id: str) -> None:
+        """Forget a user's index in memory and on disk."""
+        with self._lock:
+            self._cache.pop(user_id, None)
+            self._dirty.discard(user_id)
+            for path in self.paths(user_id):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()

@@ -1,0 +1,349 @@
+"""SQLite store: the source of truth for users and their memories.
+
+Every write runs in one ``BEGIN IMMEDIATE`` transaction in WAL mode, so concurrent
+writers queue instead of failing, readers never block, and a crash loses nothing that
+was acknowledged. Each user row carries ``memory_version``, bumped by every write that
+changes what can be retrieved; the derived FAISS indexes compare against it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import sqlite_utils
+
+from persona_sdk.errors import DataDirError, MemoryNotFoundError, StoreError, UnknownUserError
+
+SCHEMA_VERSION = 1
+KINDS = ("rule", "pair", "edit")
+SOURCES = ("stated", "inferred", "onboarding")
+DB_FILENAME = "persona.db"
+
+# Memories a request can retrieve: valid rules and edit contexts. Pairs feed the reward model.
+RETRIEVABLE_SQL = "(kind = 'rule' AND valid_to IS NULL) OR kind = 'edit'"
+
+_MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        """CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+        """CREATE TABLE users (
+            id TEXT PRIMARY KEY,
+            created_at TEXT NOT NULL,
+            memory_version INTEGER NOT NULL DEFAULT 0,
+            weights_version INTEGER NOT NULL DEFAULT 0
+        )""",
+        """CREATE TABLE memories (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            kind TEXT NOT NULL CHECK (kind IN ('rule', 'pair', 'edit')),
+            source TEXT NOT NULL CHECK (source IN ('stated', 'inferred', 'onboarding')),
+            text TEXT,
+            prompt TEXT,
+            chosen TEXT,
+            rejected TEXT,
+            context TEXT,
+            confidence REAL NOT NULL DEFAULT 1.0,
+            support INTEGER NOT NULL DEFAULT 1,
+            valid_from TEXT NOT NULL,
+            valid_to TEXT,
+            superseded_by INTEGER,
+            origin_id INTEGER,
+            embedding BLOB,
+            created_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX idx_memories_user_kind ON memories (user_id, kind)",
+    ],
+}
+
+
+def utc_now() -> str:
+    """An ISO-8601 UTC timestamp with microseconds, sortable as text."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True)
+class Memory:
+    """One stored memory. ``text`` is the rule; pairs and edits use prompt/chosen/rejected."""
+
+    id: int
+    user_id: str
+    kind: str
+    source: str
+    text: str | None
+    prompt: str | None
+    chosen: str | None
+    rejected: str | None
+    context: str | None
+    confidence: float
+    support: int
+    valid_from: str
+    valid_to: str | None
+    superseded_by: int | None
+    origin_id: int | None
+    created_at: str
+
+    @property
+    def is_valid(self) -> bool:
+        """False once a newer memory superseded this one."""
+        return self.valid_to is None
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict of every field."""
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Write:
+    """What a committed write touched, and the user's ``memory_version`` after it."""
+
+    ids: list[int]
+    version: int
+
+
+_MEMORY_COLUMNS = ", ".join(Memory.__dataclass_fields__)
+
+
+class MemoryStore:
+    """The SQLite database of one data directory. Thread-safe; safe across processes."""
+
+    def __init__(self, data_dir: str | Path):
+        self.data_dir = Path(data_dir).expanduser()
+        if self.data_dir.exists() and not self.data_dir.is_dir():
+            raise DataDirError(f"data dir {self.data_dir} is a file, not a directory")
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataDirError(f"cannot create data dir {self.data_dir}: {exc.strerror}") from exc
+        self.path = self.data_dir / DB_FILENAME
+        if self.path.exists() and not self.path.is_file():
+            raise DataDirError(f"{self.path} exists but is not a file")
+        self._lock = threading.RLock()
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=60, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA busy_timeout = 60000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA secure_delete = ON")  # deleted text is zeroed, not left in pages
+            self.db = sqlite_utils.Database(conn)
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a usable persona database: {exc}") from exc
+
+    # -- transactions and schema ---------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; nested calls join the outer one."""
+        with self._lock:
+            conn = self.db.conn
+            if conn.in_transaction:
+                yield conn
+                return
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self.transaction() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            current = row[0] or 0
+            if current > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} has schema version {current}; this persona-sdk knows "
+                    f"{SCHEMA_VERSION}. Upgrade persona-sdk."
+                )
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[version]:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+
+    def close(self) -> None:
+        """Close the connection (checkpoints the WAL when this is the last one)."""
+        with self._lock:
+            self.db.conn.close()
+
+    # -- meta ----------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    # -- users ---------------------------------------------------------------------------
+
+    def user_exists(self, user_id: str) -> bool:
+        return self.db.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone() is not None
+
+    def require_user(self, user_id: str) -> None:
+        if not self.user_exists(user_id):
+            raise UnknownUserError(f"unknown user {user_id!r}")
+
+    def ensure_user(self, user_id: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO users (id, created_at) VALUES (?, ?)", (user_id, utc_now())
+            )
+
+    def users(self) -> list[str]:
+        return [row[0] for row in self.db.execute("SELECT id FROM users ORDER BY id")]
+
+    def memory_version(self, user_id: str) -> int:
+        row = self.db.execute(
+            "SELECT memory_version FROM users WHERE id = ?", (user_id,)
+        ).fetchone()
+        return row[0] if row else 0
+
+    def _bump_version(self, conn: sqlite3.Connection, user_id: str) -> int:
+        """Bump inside the caller's transaction; the new version is exactly old + 1."""
+        return conn.execute(
+            "UPDATE users SET memory_version = memory_version + 1 WHERE id = ? "
+            "RETURNING memory_version",
+            (user_id,),
+        ).fetchone()[0]
+
+    def delete_user(self, user_id: str) -> None:
+        """Delete the user's rows, then VACUUM so no deleted text survives in free pages."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM memories WHERE user_id = ?", (user_id,))
+            conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
+        with self._lock:
+            self.db.conn.execute("VACUUM")
+            self.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    # -- memories ------------------------------------------------------------------------
+
+    def add_memories(self, user_id: str, rows: Sequence[dict]) -> Write:
+        """Insert memories for one user atomically; returns their ids in order.
+
+        Each row holds Memory fields plus an optional ``embedding`` (float32 vector).
+        """
+        now = utc_now()
+        ids: list[int] = []
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO users (id, created_at) VALUES (?, ?)", (user_id, now)
+            )
+            for row in rows:
+                embedding = row.get("embedding")
+                blob = None if embedding is None else np.asarray(embedding, np.float32).tobytes()
+                cursor = conn.execute(
+                    "INSERT INTO memories (user_id, kind, source, text, prompt, chosen, rejected,"
+                    " context, confidence, support, valid_from, origin_id, embedding, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        user_id,
+                        row["kind"],
+                        row.get("source", "stated"),
+                        row.get("text"),
+                        row.get("prompt"),
+                        row.get("chosen"),
+                        row.get("rejected"),
+                        row.get("context"),
+                        float(row.get("confidence", 1.0)),
+                        int(row.get("support", 1)),
+                        row.get("valid_from", now),
+                        row.get("origin_id"),
+                        blob,
+                        now,
+                    ),
+                )
+                ids.append(int(cursor.lastrowid))
+            version = self._bump_version(conn, user_id)
+        return Write(ids, version)
+
+    def get_memory(self, user_id: str, memory_id: int) -> Memory:
+        row = self.db.execute(
+            f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE id = ? AND user_id = ?",
+            (memory_id, user_id),
+        ).fetchone()
+        if row is None:
+            raise MemoryNotFoundError(f"user {user_id!r} has no memory {memory_id}")
+        return Memory(*row)
+
+    def memories(
+        self,
+        user_id: str,
+        kind: str | None = None,
+        include_superseded: bool = True,
+        ids: Sequence[int] | None = None,
+    ) -> list[Memory]:
+        """The user's memories, oldest first, optionally filtered."""
+        where, params = ["user_id = ?"], [user_id]
+        if kind is not None:
+            where.append("kind = ?")
+            params.append(kind)
+        if not include_superseded:
+            where.append("valid_to IS NULL")
+        if ids is not None:
+            where.append(f"id IN ({', '.join('?' * len(ids))})")
+            params.extend(int(i) for i in ids)
+        sql = f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE {' AND '.join(where)} ORDER BY id"
+        return [Memory(*row) for row in self.db.execute(sql, params)]
+
+    def count_memories(self, user_id: str) -> dict[str, int]:
+        counts = dict.fromkeys(KINDS, 0)
+        for kind, count in self.db.execute(
+            "SELECT kind, COUNT(*) FROM memories WHERE user_id = ? GROUP BY kind", (user_id,)
+        ):
+            counts[kind] = count
+        return counts
+
+    def delete_memory(self, user_id: str, memory_id: int) -> Write:
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "DELETE FROM memories WHERE id = ? AND user_id = ?", (memory_id, user_id)
+            )
+            if cursor.rowcount == 0:
+                raise MemoryNotFoundError(f"user {user_id!r} has no memory {memory_id}")
+            # A rule it had superseded becomes valid again: deleting undoes the supersession.
+            conn.execute(
+                "UPDATE memories SET valid_to = NULL, superseded_by = NULL "
+                "WHERE user_id = ? AND superseded_by = ?",
+                (user_id, memory_id),
+            )
+            version = self._bump_version(conn, user_id)
+        return Write([memory_id], version)
+
+    def retrievable_embeddings(self, user_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of every retrievable memory of the user, to (re)build its index."""
+        rows = self.db.execute(
+            f"SELECT id, embedding FROM memories WHERE user_id = ? AND ({RETRIEVABLE_SQL}) "
+            "AND embedding IS NOT NULL ORDER BY id",
+            (user_id,),
+        ).fetchall()
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        if not rows:
+            return ids, np.zeros((0, 0), dtype=np.float32)
+        vectors = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+        return ids, vectors
+
+    def retrievable_ids(self, user_id: str) -> list[int]:
+        return [
+            row[0]
+            for row in self.db.execute(
+                f"SELECT id FROM memories WHERE user_id = ? AND ({RETRIEVABLE_SQL}) "
+                "AND embedding IS NOT NULL ORDER BY id",
+                (user_id,),
+            )
+        ]

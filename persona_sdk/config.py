@@ -1,0 +1,45 @@
+"""Small configuration dataclasses, one per concern (after peft's config style)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+
+
+def default_data_dir() -> Path:
+    """``$PERSONA_HOME`` if set, else ``~/.persona``."""
+    return Path(os.environ.get("PERSONA_HOME") or Path.home() / ".persona").expanduser()
+
+
+def default_cache_dir() -> Path:
+    """``$PERSONA_CACHE`` if set, else ``~/.cache/persona-sdk`` (converted models live here)."""
+    return Path(os.environ.get("PERSONA_CACHE") or Path.home() / ".cache" / "persona-sdk").expanduser()
+
+
+@dataclass
+class RetrievalConfig:
+    """How rules are picked for a request.
+
+    A rule stated without a context applies everywhere, so it skips the similarity floor;
+    a rule with a context (or inferred from an edit) must be at least ``min_similarity``
+    close to the request.
+    """
+
+    top_k: int = 5
+    min_similarity: float = 0.25
+    dedupe_similarity: float = 0.95
+
+
+@dataclass
+class GenerationConfig:
+    """Defaults for :meth:`persona_sdk.Persona.generate`; each call may override them."""
+
+    max_new_tokens: int = 200
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_strength: float = 4.0
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    stop: tuple[str, ...] = field(default_factory=tuple)

@@ -1,0 +1,270 @@
+"""The :class:`Persona` entry point: one data directory, one shared model, many users."""
+
+from __future__ import annotations
+
+import atexit
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from persona_sdk.config import GenerationConfig, RetrievalConfig, default_data_dir
+from persona_sdk.embedder import Embedder, load_embedder
+from persona_sdk.errors import InvalidInputError, StoreError
+from persona_sdk.generation import BatchGeneration, SamplingParams
+from persona_sdk.memory.index import IndexManager
+from persona_sdk.memory.retrieval import RetrievedRule, Retriever
+from persona_sdk.memory.store import Memory, MemoryStore
+from persona_sdk.models import Message, ModelHost, load_model
+from persona_sdk.prompting import build_messages, normalise_messages, retrieval_query
+from persona_sdk.reply import Reply, ReplyStream
+from persona_sdk.user import User
+from persona_sdk.validation import validate_int, validate_number, validate_user_id
+
+Prompt = str | Sequence[Message]
+
+
+@dataclass
+class _Request:
+    """A validated request, with its rules retrieved and its prompt tokenised."""
+
+    user_id: str
+    rules: list[RetrievedRule]
+    token_ids: list[int]
+    retrieve_ms: float
+
+
+class Persona:
+    """Personalized generation over one shared base model.
+
+    Use :meth:`open`. The model and embedder load lazily on first use and are shared by
+    every ``Persona`` in the process that asks for the same ones.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path | None = None,
+        *,
+        model: str | ModelHost | None = None,
+        embedder: str | Embedder | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        retrieval: RetrievalConfig | None = None,
+        generation: GenerationConfig | None = None,
+    ):
+        self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
+        self.store = MemoryStore(self.data_dir)
+        self.retrieval = retrieval or RetrievalConfig()
+        self.generation = generation or GenerationConfig()
+        self._model_spec, self._device, self._dtype = model, device, dtype
+        self._host = model if isinstance(model, ModelHost) else None
+        self._embedder_spec = embedder
+        self._embedder = embedder if isinstance(embedder, Embedder) else None
+        self._indexes: IndexManager | None = None
+        atexit.register(self.close)
+
+    @classmethod
+    def open(cls, data_dir: str | Path | None = None, **kwargs) -> Persona:
+        """Open (or create) a data directory: ``$PERSONA_HOME`` or ``~/.persona`` by default.
+
+        Keyword arguments: ``model`` (HF id, local path, or a loaded ``ModelHost``),
+        ``embedder`` (sentence-transformers id or path), ``device``, ``dtype``,
+        ``retrieval`` and ``generation`` configs.
+        """
+        return cls(data_dir, **kwargs)
+
+    def __enter__(self) -> Persona:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Save changed indexes and close the database. Safe to call twice."""
+        atexit.unregister(self.close)
+        if self._indexes is not None:
+            self._indexes.flush()
+        self.store.close()
+
+    # -- shared components ---------------------------------------------------------------
+
+    @property
+    def host(self) -> ModelHost:
+        """The base model, loaded on first use."""
+        if self._host is None:
+            spec = None if self._model_spec is None else str(self._model_spec)
+            self._host = load_model(spec, self._device, self._dtype)
+        return self._host
+
+    @property
+    def embedder(self) -> Embedder:
+        """The embedder, loaded on first use and checked against the one the data was built with."""
+        if self._embedder is None:
+            spec = None if self._embedder_spec is None else str(self._embedder_spec)
+            self._embedder = load_embedder(spec, self._device)
+        stored = self.store.get_meta("embedder")
+        if stored is None:
+            self.store.set_meta("embedder", self._embedder.identity)
+        elif stored != self._embedder.identity:
+            raise StoreError(
+                f"{self.data_dir} was built with embedder {stored}, not "
+                f"{self._embedder.identity}; open it with the same embedder"
+            )
+        return self._embedder
+
+    @property
+    def indexes(self) -> IndexManager:
+        if self._indexes is None:
+            self._indexes = IndexManager(self.store, self.embedder.dim)
+        return self._indexes
+
+    # -- users ---------------------------------------------------------------------------
+
+    def user(self, user_id: str) -> User:
+        """A handle on one user; nothing is stored until the user adds something."""
+        return User(self, validate_user_id(user_id))
+
+    def users(self) -> list[str]:
+        """Every user with stored data, sorted."""
+        return self.store.users()
+
+    def _add_memories(self, user_id: str, rows: list[dict]) -> list[Memory]:
+        write = self.store.add_memories(user_id, rows)
+        searchable = [(i, r["embedding"]) for i, r in zip(write.ids, rows)
+                      if r["kind"] in ("rule", "edit")]
+        if searchable:
+            ids = np.array([i for i, _ in searchable], dtype=np.int64)
+            self.indexes.apply(user_id, write, add=(ids, np.stack([v for _, v in searchable])))
+        else:
+            self.indexes.apply(user_id, write)
+        return self.store.memories(user_id, ids=write.ids)
+
+    def _retrieve(self, user_id: str, query: str) -> list[RetrievedRule]:
+        if not self.store.user_exists(user_id):
+            return []
+        retriever = Retriever(self.store, self.indexes, self.retrieval)
+        return retriever.retrieve(user_id, self.embedder.encode_one(query))
+
+    def _forget(self, user_id: str) -> None:
+        self.store.require_user(user_id)
+        self.store.delete_user(user_id)
+        self.indexes.drop(user_id)
+
+    # -- generation ----------------------------------------------------------------------
+
+    def _sampling(self, strength: float, best_of: int, max_new_tokens: int | None,
+                  temperature: float | None, top_p: float | None, seed: int | None,
+                  stop: Sequence[str] | None) -> SamplingParams:
+        validate_number(strength, "strength", low=0.0, high=self.generation.max_strength)
+        if validate_int(best_of, "best_of", low=1) > 1:
+            raise InvalidInputError(
+                "best_of > 1 reranks by the user's reward model, which this version lacks"
+            )
+        limit = self.host.max_context
+        max_new = self.generation.max_new_tokens if max_new_tokens is None else max_new_tokens
+        stops = tuple(self.generation.stop if stop is None else stop)
+        if any(not isinstance(s, str) or not s for s in stops):
+            raise InvalidInputError("stop strings must be non-empty strings")
+        temperature = self.generation.temperature if temperature is None else temperature
+        top_p = self.generation.top_p if top_p is None else top_p
+        return SamplingParams(
+            max_new_tokens=validate_int(max_new, "max_new_tokens", low=1, high=limit),
+            temperature=validate_number(temperature, "temperature", low=0.0, high=10.0),
+            top_p=validate_number(top_p, "top_p", low=0.0, high=1.0) or 1.0,
+            seed=None if seed is None else validate_int(seed, "seed", low=0),
+            stop=stops,
+        )
+
+    def _request(self, user_id: str, prompt: Prompt, params: SamplingParams) -> _Request:
+        user_id = validate_user_id(user_id)
+        messages = normalise_messages(prompt)
+        start = time.perf_counter()
+        rules = self._retrieve(user_id, retrieval_query(messages))
+        retrieve_ms = (time.perf_counter() - start) * 1000
+        full = build_messages(messages, rules, self.generation.system_prompt)
+        token_ids = self.host.chat_ids(full)
+        if len(token_ids) + params.max_new_tokens > self.host.max_context:
+            raise InvalidInputError(
+                f"prompt ({len(token_ids)} tokens) plus max_new_tokens "
+                f"({params.max_new_tokens}) exceeds the model's {self.host.max_context}"
+            )
+        return _Request(user_id, rules, token_ids, retrieve_ms)
+
+    def _reply(self, request: _Request, gen: BatchGeneration, row: int, started: float) -> Reply:
+        state = gen.rows[row]
+        timings = {
+            "retrieve": request.retrieve_ms,
+            "ttft": gen.timings.get("ttft", 0.0) * 1000,
+            "generate": gen.timings.get("total", 0.0) * 1000,
+            "total": (time.perf_counter() - started) * 1000,
+        }
+        return Reply(
+            text=state.text.strip(),
+            user_id=request.user_id,
+            used_rules=request.rules,
+            strength=0.0,  # no user adapter exists yet: replies are rule-prompted only
+            personalized=bool(request.rules),
+            model=self.host.name,
+            finish_reason=state.finish_reason or "stop",
+            tokens=len(state.tokens),
+            timings=timings,
+        )
+
+    def generate(
+        self,
+        user_id: str,
+        prompt: Prompt,
+        *,
+        strength: float = 1.0,
+        best_of: int = 1,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        stop: Sequence[str] | None = None,
+        stream: bool = False,
+    ) -> Reply | ReplyStream:
+        """Reply to ``prompt`` (a string or chat messages) the way ``user_id`` likes.
+
+        The user's rules nearest to the request go into the system prompt. ``strength``
+        scales decoding-time guidance by the user's adapter (0 = base model). With
+        ``stream=True`` the result is a :class:`ReplyStream` of text chunks.
+        """
+        started = time.perf_counter()
+        params = self._sampling(strength, best_of, max_new_tokens, temperature, top_p, seed, stop)
+        request = self._request(user_id, prompt, params)
+        gen = BatchGeneration(self.host, [request.token_ids], params)
+        if not stream:
+            gen.run()
+            return self._reply(request, gen, 0, started)
+        chunks = (deltas[0] for deltas in gen if deltas[0])
+        return ReplyStream(chunks, request.rules, lambda: self._reply(request, gen, 0, started))
+
+    def generate_batch(
+        self,
+        requests: Sequence[tuple[str, Prompt]],
+        *,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        stop: Sequence[str] | None = None,
+    ) -> list[Reply]:
+        """Serve several ``(user_id, prompt)`` requests in one batched decode."""
+        if not requests:
+            raise InvalidInputError("generate_batch needs at least one (user_id, prompt) request")
+        started = time.perf_counter()
+        params = self._sampling(1.0, 1, max_new_tokens, temperature, top_p, seed, stop)
+        prepared = [self._request(user_id, prompt, params) for user_id, prompt in requests]
+        gen = BatchGeneration(self.host, [r.token_ids for r in prepared], params)
+        gen.run()
+        return [self._reply(r, gen, i, started) for i, r in enumerate(prepared)]
+
+    def prompt_for(self, user_id: str, prompt: Prompt) -> list[Message]:
+        """The exact messages the model would see for this request (for debugging)."""
+        messages = normalise_messages(prompt)
+        rules = self._retrieve(validate_user_id(user_id), retrieval_query(messages))
+        return build_messages(messages, rules, self.generation.system_prompt)
+
