@@ -28,8 +28,9 @@ def run_demo(settings, max_new_tokens: int = 60, as_json: bool = False) -> dict:
     """Run the demo in a throwaway data dir and print (or return) the replies."""
     timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="persona-demo-") as data_dir:
-        persona = Persona.open(data_dir, model=settings.model, embedder=settings.embedder,
-                               device=settings.device)
+        persona = Persona.open(
+            data_dir, model=settings.model, embedder=settings.embedder, device=settings.device
+        )
         with persona:
             start = time.perf_counter()
             with err_console.status("loading the embedder…"):

@@ -29,9 +29,10 @@ class PersonaGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except PersonaError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False,
-                              soft_wrap=True)
-            raise click.exceptions.Exit(2) from None
+            err_console.print(
+                f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True
+            )
+            raise typer.Exit(2) from None  # typer's own Exit: it vendors click
 
 
 app = typer.Typer(
@@ -53,17 +54,28 @@ class Settings:
     device: str | None
 
     def open(self) -> Persona:
-        return Persona.open(self.data, model=self.model, embedder=self.embedder,
-                            device=self.device)
+        return Persona.open(self.data, model=self.model, embedder=self.embedder, device=self.device)
 
 
 @app.callback()
 def main(
     ctx: typer.Context,
-    data: Path = typer.Option(None, "--data", help="Data dir (default: $PERSONA_HOME or ~/.persona)."),
-    model: str = typer.Option(None, "--model", help="HF id or local path of the base model (default: the embedded SmolLM2-135M-Instruct)."),
-    embedder: str = typer.Option(None, "--embedder", help="sentence-transformers id or path (default: the embedded all-MiniLM-L6-v2)."),
-    device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1... (default: cuda if available)."),
+    data: Path = typer.Option(
+        None, "--data", help="Data dir (default: $PERSONA_HOME or ~/.persona)."
+    ),
+    model: str = typer.Option(
+        None,
+        "--model",
+        help="HF id or local path of the base model (default: the embedded SmolLM2-135M-Instruct).",
+    ),
+    embedder: str = typer.Option(
+        None,
+        "--embedder",
+        help="sentence-transformers id or path (default: the embedded all-MiniLM-L6-v2).",
+    ),
+    device: str = typer.Option(
+        None, "--device", help="cpu, cuda, cuda:1... (default: cuda if available)."
+    ),
 ) -> None:
     ctx.obj = Settings(data or default_data_dir(), model, embedder, device)
 
@@ -91,13 +103,15 @@ def users(ctx: typer.Context, json_: bool = JsonOption) -> None:
         console.print("no users yet: add one with [bold]persona add-rule USER TEXT[/]")
     for uid in ids:
         c = counts[uid]
-        console.print(f"{uid}  rules={c['rule']} pairs={c['pair']} edits={c['edit']}",
-                      highlight=False)
+        console.print(
+            f"{uid}  rules={c['rule']} pairs={c['pair']} edits={c['edit']}", highlight=False
+        )
 
 
 @app.command()
-def show(ctx: typer.Context, user_id: str = typer.Argument(..., metavar="USER"),
-         json_: bool = JsonOption) -> None:
+def show(
+    ctx: typer.Context, user_id: str = typer.Argument(..., metavar="USER"), json_: bool = JsonOption
+) -> None:
     """Show everything stored for a user: rules (with history), pairs and edits."""
     with _open(ctx) as persona:
         user = _existing_user(persona, user_id)
@@ -105,12 +119,19 @@ def show(ctx: typer.Context, user_id: str = typer.Argument(..., metavar="USER"),
         others = [m for m in user.memories() if m.kind != "rule"]
         counts = persona.store.count_memories(user.id)
     if json_:
-        emit_json({"user_id": user.id, "counts": counts,
-                   "rules": [r.to_dict() for r in rules],
-                   "memories": [m.to_dict() for m in others]})
+        emit_json(
+            {
+                "user_id": user.id,
+                "counts": counts,
+                "rules": [r.to_dict() for r in rules],
+                "memories": [m.to_dict() for m in others],
+            }
+        )
         return
-    console.print(f"[bold]{user.id}[/]: {counts['rule']} rules, {counts['pair']} pairs, "
-                  f"{counts['edit']} edits")
+    console.print(
+        f"[bold]{user.id}[/]: {counts['rule']} rules, {counts['pair']} pairs, "
+        f"{counts['edit']} edits"
+    )
     console.print(rules_table(rules, "rules"))
     if others:
         console.print(memories_table(others, "pairs and edits"))
@@ -213,7 +234,9 @@ def generate(
     ctx: typer.Context,
     user_id: str = typer.Argument(..., metavar="USER"),
     prompt: str = typer.Argument(...),
-    strength: float = typer.Option(1.0, help="Guidance strength: 0 = base model, 1 = user adapter."),
+    strength: float = typer.Option(
+        1.0, help="Guidance strength: 0 = base model, 1 = user adapter."
+    ),
     max_new_tokens: int = typer.Option(200, help="Most tokens to generate."),
     temperature: float = typer.Option(0.0, help="0 = greedy."),
     seed: int = typer.Option(None, help="Seed for sampling."),
@@ -223,8 +246,9 @@ def generate(
     """Generate a personalized reply."""
     with _open(ctx) as persona:
         _load_model(persona)
-        kwargs = dict(strength=strength, max_new_tokens=max_new_tokens,
-                      temperature=temperature, seed=seed)
+        kwargs = dict(
+            strength=strength, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed
+        )
         if stream and not json_:
             chunks = persona.generate(user_id, prompt, stream=True, **kwargs)
             for chunk in chunks:
@@ -270,8 +294,9 @@ def chat(
             if not line:
                 continue
             history.append({"role": "user", "content": line})
-            chunks = persona.generate(user.id, history, stream=True, strength=strength,
-                                      max_new_tokens=max_new_tokens)
+            chunks = persona.generate(
+                user.id, history, stream=True, strength=strength, max_new_tokens=max_new_tokens
+            )
             console.out("bot> ", end="")
             for chunk in chunks:
                 console.out(chunk, end="", highlight=False)

@@ -33,8 +33,13 @@ def rules_table(rules: Iterable[Memory], title: str) -> Table:
     for rule in rules:
         status = "valid" if rule.is_valid else f"superseded by {rule.superseded_by}"
         table.add_row(
-            str(rule.id), rule.text or "", rule.context or "(everywhere)", rule.source,
-            str(rule.support), f"{rule.confidence:.2f}", status,
+            str(rule.id),
+            rule.text or "",
+            rule.context or "(everywhere)",
+            rule.source,
+            str(rule.support),
+            f"{rule.confidence:.2f}",
+            status,
         )
     return table
 
@@ -45,8 +50,12 @@ def memories_table(memories: Iterable[Memory], title: str) -> Table:
         table.add_column(column, overflow="fold")
     for memory in memories:
         table.add_row(
-            str(memory.id), memory.kind, short(memory.prompt, 40), short(memory.chosen, 40),
-            short(memory.rejected, 40), memory.created_at[:19],
+            str(memory.id),
+            memory.kind,
+            short(memory.prompt, 40),
+            short(memory.chosen, 40),
+            short(memory.rejected, 40),
+            memory.created_at[:19],
         )
     return table
 

@@ -82,7 +82,9 @@ class UserIndex:
     def search(self, query: np.ndarray, k: int) -> list[SearchHit]:
         if self.size == 0 or k <= 0:
             return []
-        sims, ids = self.index.search(np.asarray(query, np.float32).reshape(1, -1), min(k, self.size))
+        sims, ids = self.index.search(
+            np.asarray(query, np.float32).reshape(1, -1), min(k, self.size)
+        )
         return [SearchHit(int(i), float(s)) for i, s in zip(ids[0], sims[0]) if i >= 0]
 
     def to_bytes(self) -> bytes:
@@ -128,11 +130,20 @@ class IndexManager:
         add: tuple[np.ndarray, np.ndarray] | None = None,
         remove: list[int] | None = None,
     ) -> None:
-        """Mirror a committed write into the cached index, if the cache was just before it."""
+        """Mirror a committed write into the user's index, so it stays current on disk too."""
         with self._lock:
             cached = self._cache.get(user_id)
-            if cached is None or cached[0] != write.version - 1:
-                self._cache.pop(user_id, None)  # someone else wrote too: rebuild lazily
+            previous = write.previous_version
+            if cached is None:  # a new user starts empty; else start from a current file
+                index = (
+                    UserIndex(self.dim)
+                    if previous == 0
+                    else self._load(user_id, previous, check_ids=False)
+                )
+                cached = None if index is None else (previous, index)
+            if cached is None or cached[0] != previous:
+                # Another writer moved SQLite on since our copy: rebuild, which includes this write.
+                self._cache[user_id] = (write.version, self._rebuild(user_id))
                 return
             index = cached[1]
             if remove:
@@ -142,7 +153,7 @@ class IndexManager:
             self._cache[user_id] = (write.version, index)
             self._dirty.add(user_id)
 
-    def _load(self, user_id: str, version: int) -> UserIndex | None:
+    def _load(self, user_id: str, version: int, check_ids: bool = True) -> UserIndex | None:
         index_path, manifest_path = self.paths(user_id)
         try:
             manifest = json.loads(manifest_path.read_text())
@@ -153,8 +164,11 @@ class IndexManager:
             index = UserIndex.from_bytes(index_path.read_bytes())
         except (OSError, ValueError, RuntimeError):
             return None
-        # The version can match while a crashed writer left the file behind; trust ids only.
-        if index.dim != self.dim or index.ids() != self.store.retrievable_ids(user_id):
+        if index.dim != self.dim:
+            return None
+        # Versions are unique store-wide, so a matching manifest means matching content;
+        # the id check is a cheap second guard when the index is about to serve searches.
+        if check_ids and index.ids() != self.store.retrievable_ids(user_id):
             return None
         return index
 
@@ -171,7 +185,8 @@ class IndexManager:
         with self._lock:
             for user_id in sorted(self._dirty):
                 cached = self._cache.get(user_id)
-                if cached is None or not self.store.user_exists(user_id):
+                # Only a current index is written: never resurrect a forgotten user's vectors.
+                if cached is None or cached[0] != self.store.memory_version(user_id):
                     continue
                 version, index = cached
                 self.directory.mkdir(parents=True, exist_ok=True)

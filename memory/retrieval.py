@@ -53,7 +53,9 @@ class Retriever:
         ).fetchall()
         return {r[0]: float(np.frombuffer(r[1], np.float32) @ query) for r in rows}
 
-    def retrieve(self, user_id: str, query: np.ndarray, top_k: int | None = None) -> list[RetrievedRule]:
+    def retrieve(
+        self, user_id: str, query: np.ndarray, top_k: int | None = None
+    ) -> list[RetrievedRule]:
         """Rules for ``query``: global rules always qualify, contextual ones above the floor."""
         top_k = self.config.top_k if top_k is None else top_k
         if top_k <= 0 or not self.store.user_exists(user_id):
@@ -63,8 +65,9 @@ class Retriever:
         similarity.update(self._global_rules(user_id, query))
         candidates = [
             m
-            for m in self.store.memories(user_id, kind="rule", include_superseded=False,
-                                         ids=list(similarity))
+            for m in self.store.memories(
+                user_id, kind="rule", include_superseded=False, ids=list(similarity)
+            )
             if m.context is None or similarity[m.id] >= self.config.min_similarity
         ]
         candidates.sort(key=lambda m: similarity[m.id], reverse=True)
@@ -77,8 +80,13 @@ class Retriever:
             seen.add(key)
             chosen.append(
                 RetrievedRule(
-                    memory.id, memory.text or "", similarity[memory.id], memory.source,
-                    memory.context, memory.support, memory.confidence,
+                    memory.id,
+                    memory.text or "",
+                    similarity[memory.id],
+                    memory.source,
+                    memory.context,
+                    memory.support,
+                    memory.confidence,
                 )
             )
             if len(chosen) == top_k:

@@ -58,6 +58,9 @@ _MIGRATIONS: dict[int, list[str]] = {
             created_at TEXT NOT NULL
         )""",
         "CREATE INDEX idx_memories_user_kind ON memories (user_id, kind)",
+        # One store-wide counter, so a forgotten and re-created user never reuses a version.
+        "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+        "INSERT INTO counters VALUES ('memory_version', 0)",
     ],
 }
 
@@ -100,9 +103,10 @@ class Memory:
 
 @dataclass(frozen=True)
 class Write:
-    """What a committed write touched, and the user's ``memory_version`` after it."""
+    """What a committed write touched, and the user's ``memory_version`` around it."""
 
     ids: list[int]
+    previous_version: int
     version: int
 
 
@@ -124,6 +128,7 @@ class MemoryStore:
         if self.path.exists() and not self.path.is_file():
             raise DataDirError(f"{self.path} exists but is not a file")
         self._lock = threading.RLock()
+        self.closed = False
         try:
             conn = sqlite3.connect(
                 self.path, timeout=60, isolation_level=None, check_same_thread=False
@@ -175,6 +180,7 @@ class MemoryStore:
         """Close the connection (checkpoints the WAL when this is the last one)."""
         with self._lock:
             self.db.conn.close()
+            self.closed = True
 
     # -- meta ----------------------------------------------------------------------------
 
@@ -193,7 +199,9 @@ class MemoryStore:
     # -- users ---------------------------------------------------------------------------
 
     def user_exists(self, user_id: str) -> bool:
-        return self.db.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone() is not None
+        return (
+            self.db.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone() is not None
+        )
 
     def require_user(self, user_id: str) -> None:
         if not self.user_exists(user_id):
@@ -214,13 +222,16 @@ class MemoryStore:
         ).fetchone()
         return row[0] if row else 0
 
-    def _bump_version(self, conn: sqlite3.Connection, user_id: str) -> int:
-        """Bump inside the caller's transaction; the new version is exactly old + 1."""
-        return conn.execute(
-            "UPDATE users SET memory_version = memory_version + 1 WHERE id = ? "
-            "RETURNING memory_version",
-            (user_id,),
+    def _bump_version(self, conn: sqlite3.Connection, user_id: str) -> tuple[int, int]:
+        """Give the user a fresh version inside the caller's transaction: (before, after)."""
+        before = conn.execute(
+            "SELECT memory_version FROM users WHERE id = ?", (user_id,)
         ).fetchone()[0]
+        after = conn.execute(
+            "UPDATE counters SET value = value + 1 WHERE name = 'memory_version' RETURNING value"
+        ).fetchone()[0]
+        conn.execute("UPDATE users SET memory_version = ? WHERE id = ?", (after, user_id))
+        return before, after
 
     def delete_user(self, user_id: str) -> None:
         """Delete the user's rows, then VACUUM so no deleted text survives in free pages."""
@@ -269,8 +280,8 @@ class MemoryStore:
                     ),
                 )
                 ids.append(int(cursor.lastrowid))
-            version = self._bump_version(conn, user_id)
-        return Write(ids, version)
+            before, after = self._bump_version(conn, user_id)
+        return Write(ids, before, after)
 
     def get_memory(self, user_id: str, memory_id: int) -> Memory:
         row = self.db.execute(
@@ -322,8 +333,8 @@ class MemoryStore:
                 "WHERE user_id = ? AND superseded_by = ?",
                 (user_id, memory_id),
             )
-            version = self._bump_version(conn, user_id)
-        return Write([memory_id], version)
+            before, after = self._bump_version(conn, user_id)
+        return Write([memory_id], before, after)
 
     def retrievable_embeddings(self, user_id: str) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) of every retrievable memory of the user, to (re)build its index."""

@@ -16,7 +16,9 @@ def default_data_dir() -> Path:
 
 def default_cache_dir() -> Path:
     """``$PERSONA_CACHE`` if set, else ``~/.cache/persona-sdk`` (converted models live here)."""
-    return Path(os.environ.get("PERSONA_CACHE") or Path.home() / ".cache" / "persona-sdk").expanduser()
+    return Path(
+        os.environ.get("PERSONA_CACHE") or Path.home() / ".cache" / "persona-sdk"
+    ).expanduser()
 
 
 @dataclass

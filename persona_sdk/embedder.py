@@ -54,9 +54,8 @@ class Embedder:
                 self.model = SentenceTransformer(path, device=device)
         except Exception as exc:  # any load failure becomes one typed error
             raise ModelLoadError(f"cannot load embedder {model!r}: {exc}") from exc
-        dimension = getattr(self.model, "get_embedding_dimension", None) or getattr(
-            self.model, "get_sentence_embedding_dimension"
-        )
+        dimension = getattr(self.model, "get_embedding_dimension", None)
+        dimension = dimension or self.model.get_sentence_embedding_dimension  # older releases
         self.dim = int(dimension())
         self._lock = threading.Lock()
 

@@ -62,7 +62,9 @@ def default_forward(host: ModelHost) -> ForwardFn:
     return forward
 
 
-def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
+def sample_next(
+    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None
+) -> torch.Tensor:
     """Pick one token per row: argmax when greedy, else temperature and nucleus sampling."""
     if params.temperature <= 0:
         return logits.argmax(dim=-1)
@@ -78,13 +80,15 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.G
 
 def _held_back(text: str, stops: tuple[str, ...]) -> int:
     """Chars at the end of ``text`` that may still grow into a stop string or a UTF-8 char."""
-    hold = 1 if text.endswith("\ufffd") else 0
+    partial = len(text) - len(text.rstrip("\ufffd"))  # bytes of a char not yet complete
+    text = text[: len(text) - partial]
+    hold = 0
     for stop in stops:
         for size in range(min(len(stop) - 1, len(text)), 0, -1):
             if text.endswith(stop[:size]):
                 hold = max(hold, size)
                 break
-    return hold
+    return partial + hold
 
 
 class BatchGeneration:
@@ -125,7 +129,11 @@ class BatchGeneration:
             row.finish_reason = "length"
 
     def _delta(self, row: RowState) -> str:
-        end = len(row.text) if row.finished else len(row.text) - _held_back(row.text, self.params.stop)
+        end = (
+            len(row.text)
+            if row.finished
+            else len(row.text) - _held_back(row.text, self.params.stop)
+        )
         if end <= row.emitted:
             return ""
         delta, row.emitted = row.text[row.emitted : end], end

@@ -161,8 +161,13 @@ def convert_embedded_model(target: Path, progress: bool = True) -> None:
 
     gguf = _embedded_gguf()
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-               MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, disable=not progress, transient=False) as bar:
         task = bar.add_task("Converting the embedded SmolLM2-135M (first run only)", total=None)
         with quiet_transformers(), _gguf_progress(bar, task):

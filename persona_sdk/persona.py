@@ -84,6 +84,8 @@ class Persona:
     def close(self) -> None:
         """Save changed indexes and close the database. Safe to call twice."""
         atexit.unregister(self.close)
+        if self.store.closed:
+            return
         if self._indexes is not None:
             self._indexes.flush()
         self.store.close()
@@ -132,8 +134,9 @@ class Persona:
 
     def _add_memories(self, user_id: str, rows: list[dict]) -> list[Memory]:
         write = self.store.add_memories(user_id, rows)
-        searchable = [(i, r["embedding"]) for i, r in zip(write.ids, rows)
-                      if r["kind"] in ("rule", "edit")]
+        searchable = [
+            (i, r["embedding"]) for i, r in zip(write.ids, rows) if r["kind"] in ("rule", "edit")
+        ]
         if searchable:
             ids = np.array([i for i, _ in searchable], dtype=np.int64)
             self.indexes.apply(user_id, write, add=(ids, np.stack([v for _, v in searchable])))
@@ -154,9 +157,16 @@ class Persona:
 
     # -- generation ----------------------------------------------------------------------
 
-    def _sampling(self, strength: float, best_of: int, max_new_tokens: int | None,
-                  temperature: float | None, top_p: float | None, seed: int | None,
-                  stop: Sequence[str] | None) -> SamplingParams:
+    def _sampling(
+        self,
+        strength: float,
+        best_of: int,
+        max_new_tokens: int | None,
+        temperature: float | None,
+        top_p: float | None,
+        seed: int | None,
+        stop: Sequence[str] | None,
+    ) -> SamplingParams:
         validate_number(strength, "strength", low=0.0, high=self.generation.max_strength)
         if validate_int(best_of, "best_of", low=1) > 1:
             raise InvalidInputError(
@@ -267,4 +277,3 @@ class Persona:
         messages = normalise_messages(prompt)
         rules = self._retrieve(validate_user_id(user_id), retrieval_query(messages))
         return build_messages(messages, rules, self.generation.system_prompt)
-

@@ -60,8 +60,9 @@ class ReplyStream:
     ``used_rules`` is known before the first chunk, so an app can show it immediately.
     """
 
-    def __init__(self, chunks: Iterator[str], used_rules: list[RetrievedRule],
-                 finish: Callable[[], Reply]):
+    def __init__(
+        self, chunks: Iterator[str], used_rules: list[RetrievedRule], finish: Callable[[], Reply]
+    ):
         self._chunks = chunks
         self.used_rules = used_rules
         self._finish = finish

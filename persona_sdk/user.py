@@ -53,8 +53,13 @@ class User:
         if source not in SOURCES:
             raise InvalidInputError(f"source must be one of {SOURCES}, not {source!r}")
         vector = self._persona.embedder.encode_one(context or text)
-        row = {"kind": "rule", "source": source, "text": text, "context": context,
-               "embedding": vector}
+        row = {
+            "kind": "rule",
+            "source": source,
+            "text": text,
+            "context": context,
+            "embedding": vector,
+        }
         return self._persona._add_memories(self.id, [row])[0]
 
     def rules(self, include_superseded: bool = False) -> list[Memory]:

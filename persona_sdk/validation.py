@@ -37,7 +37,9 @@ def validate_text(value: object, field: str, max_chars: int = MAX_TEXT_CHARS) ->
     if not text:
         raise InvalidInputError(f"{field} is empty")
     if len(text) > max_chars:
-        raise InvalidInputError(f"{field} is too long ({len(text):,} chars; the limit is {max_chars:,})")
+        raise InvalidInputError(
+            f"{field} is too long ({len(text):,} chars; the limit is {max_chars:,})"
+        )
     if "\x00" in text:
         raise InvalidInputError(f"{field} contains a NUL character")
     try:
@@ -47,7 +49,9 @@ def validate_text(value: object, field: str, max_chars: int = MAX_TEXT_CHARS) ->
     return text
 
 
-def validate_optional_text(value: object, field: str, max_chars: int = MAX_TEXT_CHARS) -> str | None:
+def validate_optional_text(
+    value: object, field: str, max_chars: int = MAX_TEXT_CHARS
+) -> str | None:
     """Like :func:`validate_text`, but ``None`` and blank strings mean "not given"."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None

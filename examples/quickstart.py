@@ -1,0 +1,34 @@
+"""Quickstart: two users, different rules, one shared model.
+
+Run: .venv/bin/python examples/quickstart.py
+"""
+
+from __future__ import annotations
+
+import tempfile
+
+from persona_sdk import Persona
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as data_dir, Persona.open(data_dir) as persona:
+        persona.user("ana").add_rule("Answer in one sentence.")
+        persona.user("ben").add_rule("Explain it like I'm five years old.")
+        persona.user("ben").add_rule("Keep it under 100 words", context="emails to my manager")
+
+        prompt = "Explain what a black hole is."
+        for reply in persona.generate_batch([("ana", prompt), ("ben", prompt)], max_new_tokens=60):
+            rules = ", ".join(r.text for r in reply.used_rules)
+            print(f"[{reply.user_id}] (rules: {rules})\n{reply.text}\n")
+
+        print("ben streams:", end=" ")
+        for chunk in persona.generate(
+            "ben", "Why is the sea salty?", max_new_tokens=40, stream=True
+        ):
+            print(chunk, end="", flush=True)
+        print()
+        print(persona.user("ben").explain("Write an email to my manager").to_dict())
+
+
+if __name__ == "__main__":
+    main()

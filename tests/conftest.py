@@ -1,0 +1,116 @@
+"""Shared fixtures: a tiny random-weight Llama (built from a config, with a tokenizer
+trained on the spot) for fast unit tests, and the real embedded embedder."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests must never reach a hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + "
+    "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+CORPUS = [
+    "You are a helpful assistant. Follow these preferences of the user in your reply.",
+    "Answer in one sentence. Use a bulleted list. Explain it like I'm five years old.",
+    "The quick brown fox jumps over the lazy dog. Black holes bend light and time.",
+    "Write an email to my manager about the budget. How can I sleep better tonight?",
+    "def sort(xs): return sorted(xs)  # code, numbers 0123456789, emoji and punctuation!?",
+] * 20
+
+
+def build_tiny_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(CORPUS, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token="<|im_start|>",
+        unk_token="<|endoftext|>",
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_tiny_model(vocab_size: int, seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        tie_word_embeddings=False,
+        initializer_range=0.5,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A saved tiny chat model: pass it as ``--model`` / ``model=`` like any local path."""
+    path = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = build_tiny_tokenizer()
+    model = build_tiny_model(len(tokenizer))
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_host(tiny_model_dir):
+    from persona_sdk.models import load_model
+
+    return load_model(str(tiny_model_dir), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from persona_sdk.embedder import load_embedder
+
+    return load_embedder(None, "cpu")
+
+
+@pytest.fixture
+def persona(tmp_path, tiny_host, embedder):
+    from persona_sdk import Persona
+
+    p = Persona.open(tmp_path / "data", model=tiny_host, embedder=embedder)
+    yield p
+    p.close()
+
+
+def snapshot(directory: Path) -> dict[str, str]:
+    """Hash of every file under ``directory`` (SQLite's transient -wal/-shm excluded)."""
+    out = {}
+    for path in sorted(Path(directory).rglob("*")):
+        if path.is_file() and not path.name.endswith(("-wal", "-shm")):
+            out[str(path.relative_to(directory))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out

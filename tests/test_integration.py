@@ -1,0 +1,56 @@
+"""A few end-to-end checks on the real embedded SmolLM2-135M and MiniLM (slower)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from persona_sdk import Persona
+from persona_sdk.cli.main import app
+from persona_sdk.models import EMBEDDED_MODEL, embedded_cache_path, load_model
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def real_host():
+    first = load_model(shared=False, progress=False)  # converts the GGUF if not cached yet
+    return first
+
+
+def test_conversion_is_cached_and_reloads_fast(real_host):
+    path = embedded_cache_path()
+    assert (path / "config.json").exists() and (path / "model.safetensors").exists()
+    assert "quantization_config" not in json.loads((path / "config.json").read_text())
+    second = load_model(shared=False, progress=False)
+    assert not second.converted
+    assert second.load_seconds < 2.0
+    assert second.name == EMBEDDED_MODEL and second.max_context >= 2048
+
+
+def test_a_stated_rule_changes_the_real_reply(real_host, tmp_path, embedder):
+    persona = Persona.open(tmp_path, model=real_host, embedder=embedder)
+    persona.user("ana").add_rule("Answer in one sentence.")
+    prompt = "Explain what a black hole is."
+    with_rule, plain = persona.generate_batch(
+        [("ana", prompt), ("nobody", prompt)], max_new_tokens=60
+    )
+    assert "black hole" in plain.text.lower() and "black hole" in with_rule.text.lower()
+    assert plain.finish_reason == "length"  # the base model rambles on
+    assert with_rule.finish_reason == "stop" and with_rule.tokens < plain.tokens
+    streamed = persona.generate("ana", prompt, max_new_tokens=60, stream=True)
+    assert "".join(streamed).strip() == with_rule.text
+    persona.close()
+
+
+def test_demo_on_the_embedded_model():
+    result = CliRunner().invoke(app, ["demo", "--json", "--max-new-tokens", "24"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["model"] == EMBEDDED_MODEL
+    assert len(data["replies"]) == 6 and all(r["text"] for r in data["replies"])
+    by_user = {u: [r for r in data["replies"] if r["user_id"] == u] for u in ("ana", "ben")}
+    assert all(r["used_rules"] for rs in by_user.values() for r in rs)
+    assert by_user["ana"][0]["text"] != by_user["ben"][0]["text"]

@@ -1,0 +1,155 @@
+"""The SQLite store and the per-user FAISS indexes derived from it."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+
+from persona_sdk import DataDirError, MemoryNotFoundError, Persona, StoreError
+from persona_sdk.memory.index import IndexManager, user_file_stem
+from persona_sdk.memory.store import SCHEMA_VERSION, MemoryStore
+
+
+def unit(seed: int, dim: int = 8) -> np.ndarray:
+    vector = np.random.default_rng(seed).normal(size=dim).astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def rule(text: str, seed: int) -> dict:
+    return {"kind": "rule", "source": "stated", "text": text, "embedding": unit(seed)}
+
+
+def test_schema_wal_and_versioning(tmp_path):
+    store = MemoryStore(tmp_path)
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert (
+        store.db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+    )
+    columns = {c.name for c in store.db["memories"].columns}
+    assert {
+        "kind",
+        "source",
+        "confidence",
+        "support",
+        "context",
+        "valid_from",
+        "valid_to",
+        "superseded_by",
+        "embedding",
+        "created_at",
+    } <= columns
+    first = store.add_memories("u", [rule("a", 1), rule("b", 2)])
+    second = store.add_memories("u", [rule("c", 3)])
+    assert first.ids == [1, 2] and second.ids == [3]
+    assert second.previous_version == first.version == store.memory_version("u") - 1
+    store.close()
+    again = MemoryStore(tmp_path)  # reopening migrates nothing and keeps everything
+    assert [m.text for m in again.memories("u")] == ["a", "b", "c"]
+    assert again.db.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_newer_schema_is_refused(tmp_path):
+    MemoryStore(tmp_path).close()
+    with sqlite3.connect(tmp_path / "persona.db") as conn:
+        conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION + 1,))
+    with pytest.raises(StoreError, match="Upgrade persona-sdk"):
+        MemoryStore(tmp_path)
+
+
+def test_data_dir_that_is_a_file(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("not a dir")
+    with pytest.raises(DataDirError, match="is a file"):
+        MemoryStore(target)
+    assert target.read_text() == "not a dir"
+
+
+def test_garbage_database_is_a_typed_error(tmp_path):
+    (tmp_path / "persona.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError):
+        MemoryStore(tmp_path)
+
+
+def test_failed_transaction_leaves_nothing(tmp_path):
+    store = MemoryStore(tmp_path)
+    store.add_memories("u", [rule("kept", 1)])
+    with pytest.raises(sqlite3.IntegrityError):
+        store.add_memories("u", [rule("lost", 2), {"kind": "bogus", "text": "x"}])
+    assert [m.text for m in store.memories("u")] == ["kept"]
+    assert store.memory_version("u") == 1
+    assert store.db.execute("SELECT value FROM counters").fetchone()[0] == 1
+
+
+def test_delete_memory_is_scoped_to_its_user(tmp_path):
+    store = MemoryStore(tmp_path)
+    [mine] = store.add_memories("me", [rule("mine", 1)]).ids
+    store.add_memories("other", [rule("theirs", 2)])
+    with pytest.raises(MemoryNotFoundError):
+        store.delete_memory("other", mine)
+    store.delete_memory("me", mine)
+    assert store.memories("me") == []
+    assert [m.text for m in store.memories("other")] == ["theirs"]
+
+
+def test_index_follows_store_and_survives_file_damage(tmp_path):
+    store = MemoryStore(tmp_path)
+    store.add_memories("u", [rule(f"r{i}", i) for i in range(5)])
+    store.add_memories(
+        "u", [{"kind": "pair", "prompt": "p", "chosen": "a", "rejected": "b", "embedding": unit(9)}]
+    )
+    manager = IndexManager(store, dim=8)
+    index = manager.get("u")
+    assert index.ids() == [1, 2, 3, 4, 5]  # pairs are not retrievable
+    assert index.search(unit(3), 1)[0].memory_id == 4
+    manager.flush()
+    index_path, manifest_path = manager.paths("u")
+    assert index_path.name == f"{user_file_stem('u')}.faiss"
+    assert json.loads(manifest_path.read_text())["count"] == 5
+
+    fresh = IndexManager(store, dim=8)
+    assert fresh.get("u").ids() == index.ids() and fresh.rebuilds == 0  # loaded from disk
+
+    index_path.write_bytes(b"corrupt")
+    damaged = IndexManager(store, dim=8)
+    assert damaged.get("u").ids() == index.ids() and damaged.rebuilds == 1
+
+    index_path.unlink()
+    missing = IndexManager(store, dim=8)
+    assert missing.get("u").ids() == index.ids() and missing.rebuilds == 1
+
+
+def test_stale_index_from_another_writer_is_rebuilt(tmp_path):
+    writer_a, writer_b = MemoryStore(tmp_path), MemoryStore(tmp_path)
+    manager = IndexManager(writer_a, dim=8)
+    writer_a.add_memories("u", [rule("one", 1)])
+    assert manager.get("u").ids() == [1]
+    writer_b.add_memories("u", [rule("two", 2)])  # a second process writes
+    assert manager.get("u").ids() == [1, 2]
+    manager.flush()
+    writer_b.delete_memory("u", 1)
+    assert IndexManager(writer_b, dim=8).get("u").ids() == [2]  # old file is stale: rebuilt
+
+
+def test_persona_index_mirrors_writes_without_rebuilding(persona):
+    user = persona.user("alice")
+    user.add_rule("Answer in one sentence.")
+    user.add_rule("Use British spelling.")
+    before = persona.indexes.rebuilds  # a new user's index starts empty: nothing to rebuild
+    third = user.add_rule("Keep emails short", context="emails to my manager")
+    user.delete_memory(1)
+    assert persona.indexes.get("alice").ids() == [2, third.id]
+    assert persona.indexes.rebuilds == before
+
+
+def test_recreated_user_never_sees_a_forgotten_index(persona, tmp_path):
+    other = Persona.open(persona.data_dir, model=persona.host, embedder=persona.embedder)
+    persona.user("eve").add_rule("secret rule")
+    assert [r.text for r in other.user("eve").explain("anything").rules] == ["secret rule"]
+    persona.user("eve").forget()
+    persona.user("eve").add_rule("new rule")
+    # ``other`` cached eve's old index; the store-wide version makes it stale, not reused.
+    assert [r.text for r in other.user("eve").explain("anything").rules] == ["new rule"]
+    other.close()
