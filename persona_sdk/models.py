@@ -198,7 +198,10 @@ def _load(model: str | None, device: str | None, dtype: str | None, progress: bo
     if model in (None, EMBEDDED_MODEL):
         path = embedded_cache_path()
         if not (path / "config.json").exists():
-            convert_embedded_model(path, progress=progress)
+            try:
+                convert_embedded_model(path, progress=progress)
+            except (OSError, ValueError, ImportError) as exc:
+                raise ModelLoadError(f"cannot convert the embedded model: {exc}") from exc
             converted = True
         source, name = str(path), EMBEDDED_MODEL
     else:
