@@ -1,0 +1,129 @@
+"""Interpretable style features of a reply: the shared vocabulary of the edit analyser,
+the reward featurizer's explainable axes, and the simulated users' measurable taste.
+
+Every feature is a cheap deterministic function of the text, so an inferred rule such as
+"no emojis" can always be traced back to a number.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+_EMOJI = re.compile(
+    "[\U0001f300-\U0001faff\U00002600-\U000027bf\U0001f000-\U0001f2ff\U0001f900-\U0001f9ff]"
+)
+_BULLET = re.compile(r"^\s*[-*•]\s+\S")
+_NUMBERED = re.compile(r"^\s*\d+[.)]\s+\S")
+_HEADING = re.compile(r"^\s*(#{1,6}\s+\S|\*\*[^*]+\*\*:?\s*$)")
+_CODE = re.compile(r"```|`[^`\n]+`|^\s{4}\S", re.MULTILINE)
+_GREETING = re.compile(r"^\s*(hi|hello|hey|dear|greetings|good (morning|afternoon|evening))\b",
+                       re.IGNORECASE)
+_SIGNOFF = re.compile(
+    r"(best( regards)?|kind regards|regards|cheers|thanks|thank you|sincerely|warmly|"
+    r"all the best|take care)[,.!]?\s*(\n.{0,40})?\s*$",
+    re.IGNORECASE,
+)
+_HEDGES = re.compile(
+    r"\b(maybe|perhaps|might|possibly|probably|i think|i believe|it seems|somewhat|"
+    r"could be|may be|generally|typically|arguably)\b",
+    re.IGNORECASE,
+)
+_CONTRACTION = re.compile(r"\b\w+'(s|re|ve|ll|d|m|t)\b", re.IGNORECASE)
+_CASUAL = re.compile(r"\b(gonna|wanna|kinda|yeah|yep|nope|lol|awesome|cool|stuff|ok|okay)\b",
+                     re.IGNORECASE)
+_SENTENCE_END = re.compile(r"[.!?]+(\s|$)")
+_WORD = re.compile(r"\S+")
+
+STYLE_FEATURES: tuple[str, ...] = (
+    "length",
+    "sentence_length",
+    "bullets",
+    "numbered",
+    "emoji",
+    "questions",
+    "exclamations",
+    "code",
+    "headings",
+    "hedging",
+    "greeting",
+    "signoff",
+    "casual",
+)
+
+
+@dataclass(frozen=True)
+class StyleProfile:
+    """Raw style measurements of one text."""
+
+    words: int
+    sentences: int
+    bullet_lines: int
+    numbered_lines: int
+    emoji: int
+    questions: int
+    exclamations: int
+    code: int
+    headings: int
+    hedges: int
+    greeting: bool
+    signoff: bool
+    contractions: int
+    casual_words: int
+
+    @property
+    def sentence_length(self) -> float:
+        return self.words / max(self.sentences, 1)
+
+    def vector(self) -> np.ndarray:
+        """The features of :data:`STYLE_FEATURES`, squashed to comparable scales."""
+        per_100 = 100.0 / max(self.words, 1)
+        return np.array(
+            [
+                np.log1p(self.words),
+                np.log1p(self.sentence_length),
+                float(self.bullet_lines > 0) + np.log1p(self.bullet_lines) / 3,
+                float(self.numbered_lines > 0) + np.log1p(self.numbered_lines) / 3,
+                np.log1p(self.emoji),
+                np.log1p(self.questions),
+                np.log1p(self.exclamations),
+                float(self.code > 0),
+                np.log1p(self.headings),
+                np.log1p(self.hedges * per_100),
+                float(self.greeting),
+                float(self.signoff),
+                np.log1p((self.contractions + 2 * self.casual_words) * per_100),
+            ],
+            dtype=np.float32,
+        )
+
+
+def measure(text: str) -> StyleProfile:
+    """Measure the style of ``text``."""
+    lines = text.splitlines()
+    body = text.strip()
+    return StyleProfile(
+        words=len(_WORD.findall(text)),
+        sentences=max(len(_SENTENCE_END.findall(body)), 1 if body else 0),
+        bullet_lines=sum(bool(_BULLET.match(line)) for line in lines),
+        numbered_lines=sum(bool(_NUMBERED.match(line)) for line in lines),
+        emoji=len(_EMOJI.findall(text)),
+        questions=text.count("?"),
+        exclamations=text.count("!"),
+        code=len(_CODE.findall(text)),
+        headings=sum(bool(_HEADING.match(line)) for line in lines),
+        hedges=len(_HEDGES.findall(text)),
+        greeting=bool(_GREETING.match(body)),
+        signoff=bool(_SIGNOFF.search(body)) and len(lines) > 1,
+        contractions=len(_CONTRACTION.findall(text)),
+        casual_words=len(_CASUAL.findall(text)),
+    )
+
+
+def style_matrix(texts: list[str]) -> np.ndarray:
+    """``(len(texts), len(STYLE_FEATURES))`` raw style vectors."""
+    if not texts:
+        return np.zeros((0, len(STYLE_FEATURES)), dtype=np.float32)
+    return np.stack([measure(t).vector() for t in texts])
