@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
 import typer
 from typer.core import TyperGroup
 
+from persona_sdk.cli import eval_cmds, memory_cmds
+from persona_sdk.cli.common import JsonOption, Settings, existing_user, open_persona
 from persona_sdk.cli.render import (
     console,
     emit_json,
@@ -43,19 +44,6 @@ app = typer.Typer(
     add_completion=False,
 )
 
-JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON.")
-
-
-@dataclass
-class Settings:
-    data: Path
-    model: str | None
-    embedder: str | None
-    device: str | None
-
-    def open(self) -> Persona:
-        return Persona.open(self.data, model=self.model, embedder=self.embedder, device=self.device)
-
 
 @app.callback()
 def main(
@@ -80,20 +68,10 @@ def main(
     ctx.obj = Settings(data or default_data_dir(), model, embedder, device)
 
 
-def _open(ctx: typer.Context) -> Persona:
-    return ctx.obj.open()
-
-
-def _existing_user(persona: Persona, user_id: str):
-    user = persona.user(user_id)
-    persona.store.require_user(user.id)
-    return user
-
-
 @app.command()
 def users(ctx: typer.Context, json_: bool = JsonOption) -> None:
     """List users with stored data."""
-    with _open(ctx) as persona:
+    with open_persona(ctx) as persona:
         ids = persona.users()
         counts = {uid: persona.store.count_memories(uid) for uid in ids}
     if json_:
@@ -113,8 +91,8 @@ def show(
     ctx: typer.Context, user_id: str = typer.Argument(..., metavar="USER"), json_: bool = JsonOption
 ) -> None:
     """Show everything stored for a user: rules (with history), pairs and edits."""
-    with _open(ctx) as persona:
-        user = _existing_user(persona, user_id)
+    with open_persona(ctx) as persona:
+        user = existing_user(persona, user_id)
         rules = user.rules(include_superseded=True)
         others = [m for m in user.memories() if m.kind != "rule"]
         counts = persona.store.count_memories(user.id)
@@ -145,8 +123,8 @@ def rules(
     json_: bool = JsonOption,
 ) -> None:
     """List a user's rules."""
-    with _open(ctx) as persona:
-        found = _existing_user(persona, user_id).rules(include_superseded=all_)
+    with open_persona(ctx) as persona:
+        found = existing_user(persona, user_id).rules(include_superseded=all_)
     if json_:
         emit_json([r.to_dict() for r in found])
     else:
@@ -162,7 +140,7 @@ def add_rule(
     json_: bool = JsonOption,
 ) -> None:
     """Add a stated rule for a user (creates the user)."""
-    with _open(ctx) as persona:
+    with open_persona(ctx) as persona:
         user = persona.user(user_id)
         with err_console.status("embedding…"):
             memory = user.add_rule(text, context=context)
@@ -180,8 +158,8 @@ def delete_memory(
     json_: bool = JsonOption,
 ) -> None:
     """Delete one memory (rule, pair or edit) of a user."""
-    with _open(ctx) as persona:
-        _existing_user(persona, user_id).delete_memory(memory_id)
+    with open_persona(ctx) as persona:
+        existing_user(persona, user_id).delete_memory(memory_id)
     if json_:
         emit_json({"user_id": user_id, "deleted": memory_id})
     else:
@@ -196,8 +174,8 @@ def forget(
     json_: bool = JsonOption,
 ) -> None:
     """Delete every trace of a user: memories, vectors, indexes, adapters, caches."""
-    with _open(ctx) as persona:
-        user = _existing_user(persona, user_id)
+    with open_persona(ctx) as persona:
+        user = existing_user(persona, user_id)
         if not yes and not typer.confirm(f"Forget {user.id} and all their data?"):
             err_console.print("aborted; nothing was deleted")
             raise typer.Exit(1)
@@ -216,8 +194,8 @@ def explain(
     json_: bool = JsonOption,
 ) -> None:
     """Show which rules a request would use, and why."""
-    with _open(ctx) as persona:
-        explanation = _existing_user(persona, user_id).explain(prompt)
+    with open_persona(ctx) as persona:
+        explanation = existing_user(persona, user_id).explain(prompt)
     if json_:
         emit_json(explanation.to_dict())
     else:
@@ -244,7 +222,7 @@ def generate(
     json_: bool = JsonOption,
 ) -> None:
     """Generate a personalized reply."""
-    with _open(ctx) as persona:
+    with open_persona(ctx) as persona:
         _load_model(persona)
         kwargs = dict(
             strength=strength, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed
@@ -275,7 +253,7 @@ def chat(
     max_new_tokens: int = typer.Option(200, help="Most tokens per reply."),
 ) -> None:
     """Chat with the model as USER (a REPL; /exit or Ctrl-D quits, /rules lists rules)."""
-    with _open(ctx) as persona:
+    with open_persona(ctx) as persona:
         _load_model(persona)
         user = persona.user(user_id)
         history: list[dict[str, str]] = []
@@ -314,6 +292,10 @@ def demo(
     from persona_sdk.cli.demo import run_demo
 
     run_demo(ctx.obj, max_new_tokens=max_new_tokens, as_json=json_)
+
+
+memory_cmds.register(app)
+eval_cmds.register(app)
 
 
 def run() -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from persona_sdk.memory.store import MemoryStore, Write
+from persona_sdk.memory.store import MemoryStore, UserWrite, Write
 
 INDEX_DIRNAME = "indexes"
 
@@ -126,8 +126,8 @@ class IndexManager:
     def apply(
         self,
         user_id: str,
-        write: Write,
-        add: tuple[np.ndarray, np.ndarray] | None = None,
+        write: Write | UserWrite,
+        add: list[tuple[int, np.ndarray]] | None = None,
         remove: list[int] | None = None,
     ) -> None:
         """Mirror a committed write into the user's index, so it stays current on disk too."""
@@ -148,8 +148,10 @@ class IndexManager:
             index = cached[1]
             if remove:
                 index.remove(remove)
-            if add is not None:
-                index.add(*add)
+            if add:
+                index.add(
+                    np.array([i for i, _ in add], dtype=np.int64), np.stack([v for _, v in add])
+                )
             self._cache[user_id] = (write.version, index)
             self._dirty.add(user_id)
 
@@ -201,6 +203,36 @@ class IndexManager:
                 }
                 _atomic_write(manifest_path, json.dumps(manifest).encode())
             self._dirty.clear()
+
+    def refresh(self, user_id: str) -> UserIndex:
+        """Forget the cached copy and load or rebuild the user's index from SQLite."""
+        with self._lock:
+            self._cache.pop(user_id, None)
+            return self.get(user_id)
+
+    def inspect(self, user_id: str) -> str:
+        """The on-disk state of a user's index: ok, missing, stale or corrupt."""
+        index_path, manifest_path = self.paths(user_id)
+        if not index_path.exists() or not manifest_path.exists():
+            return "missing"
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            if _sha256(index_path) != manifest.get("sha256"):
+                return "corrupt"
+        except (OSError, ValueError):
+            return "corrupt"
+        if manifest.get("version") != self.store.memory_version(user_id):
+            return "stale"
+        return "ok" if self._load(user_id, manifest["version"]) is not None else "corrupt"
+
+    def orphan_files(self) -> list[Path]:
+        """Index files whose user no longer exists (e.g. left by a crash during forget)."""
+        if not self.directory.exists():
+            return []
+        live = {user_file_stem(u) for u in self.store.users()}
+        return sorted(
+            p for p in self.directory.iterdir() if p.stem.lstrip(".").split(".")[0] not in live
+        )
 
     def drop(self, user_id: str) -> None:
         """Forget a user's index in memory and on disk."""

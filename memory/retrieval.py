@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from persona_sdk.config import RetrievalConfig
+from persona_sdk.memory.edits import opposite
 from persona_sdk.memory.index import IndexManager
 from persona_sdk.memory.store import MemoryStore
 
@@ -56,28 +57,51 @@ class Retriever:
     def retrieve(
         self, user_id: str, query: np.ndarray, top_k: int | None = None
     ) -> list[RetrievedRule]:
-        """Rules for ``query``: global rules always qualify, contextual ones above the floor."""
-        top_k = self.config.top_k if top_k is None else top_k
+        """Rules for ``query``: global rules always qualify; contextual ones, and the rules
+        taught by similar past edits, must clear the similarity floor. Stated rules get a
+        small bonus over inferred ones."""
+        config = self.config
+        top_k = config.top_k if top_k is None else top_k
         if top_k <= 0 or not self.store.user_exists(user_id):
             return []
         hits = self.indexes.get(user_id).search(query, max(4 * top_k, 32))
         similarity = {hit.memory_id: hit.similarity for hit in hits}
         similarity.update(self._global_rules(user_id, query))
-        candidates = [
-            m
-            for m in self.store.memories(
-                user_id, kind="rule", include_superseded=False, ids=list(similarity)
-            )
-            if m.context is None or similarity[m.id] >= self.config.min_similarity
-        ]
-        candidates.sort(key=lambda m: similarity[m.id], reverse=True)
+        found = self.store.memories(user_id, include_superseded=False, ids=list(similarity))
+        rules = [m for m in found if m.kind == "rule"]
+        similar_edits = {
+            m.id: similarity[m.id]
+            for m in found
+            if m.kind == "edit" and similarity[m.id] >= config.min_similarity
+        }
+        if similar_edits:  # CIPHER: a similar past context brings the rules it taught
+            for rule in self.store.memories(
+                user_id, kind="rule", include_superseded=False, origins=list(similar_edits)
+            ):
+                edit_similarity = similar_edits[rule.origin_id]
+                if similarity.get(rule.id, -1.0) < edit_similarity:
+                    similarity[rule.id] = edit_similarity
+                    rules.append(rule)
+        eligible = {
+            m.id: m for m in rules if m.context is None or similarity[m.id] >= config.min_similarity
+        }
+
+        def score(memory) -> float:
+            return similarity[memory.id] + (config.stated_bonus if memory.source == "stated" else 0)
+
         chosen: list[RetrievedRule] = []
         seen: set[str] = set()
-        for memory in candidates:
-            key = _normalise(memory.text or "")
-            if key in seen:
+        for memory in sorted(eligible.values(), key=score, reverse=True):
+            # Inferred rules share canonical texts per template; stated ones are the user's
+            # words. A lower-ranked rule of the opposite template (an overridden global
+            # preference, say) must not reach the prompt beside its exception.
+            key = memory.template if memory.source != "stated" and memory.template else None
+            key = key or _normalise(memory.text or "")
+            if key in seen or (memory.template and f"not {memory.template}" in seen):
                 continue
             seen.add(key)
+            if memory.template:
+                seen.add(f"not {opposite(memory.template)}")
             chosen.append(
                 RetrievedRule(
                     memory.id,

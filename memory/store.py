@@ -12,7 +12,7 @@ import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,7 +21,7 @@ import sqlite_utils
 
 from persona_sdk.errors import DataDirError, MemoryNotFoundError, StoreError, UnknownUserError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 KINDS = ("rule", "pair", "edit")
 SOURCES = ("stated", "inferred", "onboarding")
 DB_FILENAME = "persona.db"
@@ -62,6 +62,14 @@ _MIGRATIONS: dict[int, list[str]] = {
         "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
         "INSERT INTO counters VALUES ('memory_version', 0)",
     ],
+    2: [
+        # The (feature, direction) a rule expresses, e.g. "emoji:-": exact duplicate and
+        # contradiction checks. The text's own embedding is kept for near-duplicate checks
+        # (``embedding`` is what retrieval searches: the context, when there is one).
+        "ALTER TABLE memories ADD COLUMN template TEXT",
+        "ALTER TABLE memories ADD COLUMN text_embedding BLOB",
+        "CREATE INDEX idx_memories_origin ON memories (origin_id)",
+    ],
 }
 
 
@@ -90,6 +98,7 @@ class Memory:
     superseded_by: int | None
     origin_id: int | None
     created_at: str
+    template: str | None = None
 
     @property
     def is_valid(self) -> bool:
@@ -108,9 +117,95 @@ class Write:
     ids: list[int]
     previous_version: int
     version: int
+    restored: list[int] = field(default_factory=list)
 
 
 _MEMORY_COLUMNS = ", ".join(Memory.__dataclass_fields__)
+_INSERT_COLUMNS = (
+    "kind",
+    "source",
+    "text",
+    "prompt",
+    "chosen",
+    "rejected",
+    "context",
+    "confidence",
+    "support",
+    "valid_from",
+    "valid_to",
+    "superseded_by",
+    "origin_id",
+    "template",
+    "embedding",
+    "text_embedding",
+    "created_at",
+)
+
+
+def to_blob(vector: np.ndarray | None) -> bytes | None:
+    return None if vector is None else np.asarray(vector, np.float32).tobytes()
+
+
+def from_blob(blob: bytes | None) -> np.ndarray | None:
+    return None if blob is None else np.frombuffer(blob, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class StoredRule:
+    """A valid rule and its two embeddings (retrieval: context or text; and text)."""
+
+    memory: Memory
+    vector: np.ndarray | None
+    text_vector: np.ndarray | None
+
+
+class UserWrite:
+    """Writes inside one user's transaction (see :meth:`MemoryStore.user_write`)."""
+
+    def __init__(self, conn: sqlite3.Connection, user_id: str, now: str):
+        self.conn, self.user_id, self.now = conn, user_id, now
+        self.previous_version = self.version = 0
+
+    def insert(self, row: dict) -> int:
+        """Insert one memory; missing fields take their defaults."""
+        defaults = {
+            "source": "stated",
+            "confidence": 1.0,
+            "support": 1,
+            "valid_from": self.now,
+            "created_at": self.now,
+        }
+        values = {**defaults, **row}
+        for key in ("embedding", "text_embedding"):
+            values[key] = to_blob(values.get(key))
+        placeholders = ", ".join("?" * (len(_INSERT_COLUMNS) + 1))
+        cursor = self.conn.execute(
+            f"INSERT INTO memories (user_id, {', '.join(_INSERT_COLUMNS)}) VALUES ({placeholders})",
+            (self.user_id, *(values.get(c) for c in _INSERT_COLUMNS)),
+        )
+        return int(cursor.lastrowid)
+
+    def update(self, memory_id: int, **fields) -> None:
+        """Change fields of one of this user's memories."""
+        for key in ("embedding", "text_embedding"):
+            if key in fields:
+                fields[key] = to_blob(fields[key])
+        assignments = ", ".join(f"{key} = ?" for key in fields)
+        self.conn.execute(
+            f"UPDATE memories SET {assignments} WHERE id = ? AND user_id = ?",
+            (*fields.values(), memory_id, self.user_id),
+        )
+
+    def valid_rules(self) -> list[StoredRule]:
+        """The user's valid rules with their embeddings, inside this transaction."""
+        rows = self.conn.execute(
+            f"SELECT {_MEMORY_COLUMNS}, embedding, text_embedding FROM memories "
+            "WHERE user_id = ? AND kind = 'rule' AND valid_to IS NULL ORDER BY id",
+            (self.user_id,),
+        ).fetchall()
+        return [
+            StoredRule(Memory(*row[:-2]), from_blob(row[-2]), from_blob(row[-1])) for row in rows
+        ]
 
 
 class MemoryStore:
@@ -244,44 +339,26 @@ class MemoryStore:
 
     # -- memories ------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def user_write(self, user_id: str) -> Iterator[UserWrite]:
+        """One transaction of writes to one user; the version bump comes with the commit."""
+        with self.transaction() as conn:
+            session = UserWrite(conn, user_id, utc_now())
+            conn.execute(
+                "INSERT OR IGNORE INTO users (id, created_at) VALUES (?, ?)",
+                (user_id, session.now),
+            )
+            yield session
+            session.previous_version, session.version = self._bump_version(conn, user_id)
+
     def add_memories(self, user_id: str, rows: Sequence[dict]) -> Write:
         """Insert memories for one user atomically; returns their ids in order.
 
-        Each row holds Memory fields plus an optional ``embedding`` (float32 vector).
+        Each row holds Memory fields plus optional ``embedding`` / ``text_embedding``.
         """
-        now = utc_now()
-        ids: list[int] = []
-        with self.transaction() as conn:
-            conn.execute(
-                "INSERT OR IGNORE INTO users (id, created_at) VALUES (?, ?)", (user_id, now)
-            )
-            for row in rows:
-                embedding = row.get("embedding")
-                blob = None if embedding is None else np.asarray(embedding, np.float32).tobytes()
-                cursor = conn.execute(
-                    "INSERT INTO memories (user_id, kind, source, text, prompt, chosen, rejected,"
-                    " context, confidence, support, valid_from, origin_id, embedding, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        user_id,
-                        row["kind"],
-                        row.get("source", "stated"),
-                        row.get("text"),
-                        row.get("prompt"),
-                        row.get("chosen"),
-                        row.get("rejected"),
-                        row.get("context"),
-                        float(row.get("confidence", 1.0)),
-                        int(row.get("support", 1)),
-                        row.get("valid_from", now),
-                        row.get("origin_id"),
-                        blob,
-                        now,
-                    ),
-                )
-                ids.append(int(cursor.lastrowid))
-            before, after = self._bump_version(conn, user_id)
-        return Write(ids, before, after)
+        with self.user_write(user_id) as session:
+            ids = [session.insert(row) for row in rows]
+        return Write(ids, session.previous_version, session.version)
 
     def get_memory(self, user_id: str, memory_id: int) -> Memory:
         row = self.db.execute(
@@ -298,8 +375,10 @@ class MemoryStore:
         kind: str | None = None,
         include_superseded: bool = True,
         ids: Sequence[int] | None = None,
+        origins: Sequence[int] | None = None,
     ) -> list[Memory]:
-        """The user's memories, oldest first, optionally filtered."""
+        """The user's memories, oldest first, optionally filtered (``origins``: derived
+        from these memories, e.g. the rules an edit taught)."""
         where, params = ["user_id = ?"], [user_id]
         if kind is not None:
             where.append("kind = ?")
@@ -309,6 +388,9 @@ class MemoryStore:
         if ids is not None:
             where.append(f"id IN ({', '.join('?' * len(ids))})")
             params.extend(int(i) for i in ids)
+        if origins is not None:
+            where.append(f"origin_id IN ({', '.join('?' * len(origins))})")
+            params.extend(int(i) for i in origins)
         sql = f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE {' AND '.join(where)} ORDER BY id"
         return [Memory(*row) for row in self.db.execute(sql, params)]
 
@@ -321,20 +403,54 @@ class MemoryStore:
         return counts
 
     def delete_memory(self, user_id: str, memory_id: int) -> Write:
-        with self.transaction() as conn:
-            cursor = conn.execute(
-                "DELETE FROM memories WHERE id = ? AND user_id = ?", (memory_id, user_id)
-            )
-            if cursor.rowcount == 0:
+        """Delete one memory. An edit takes its pair along (the same texts); rules it had
+        superseded become valid again, and come back in ``Write.restored``."""
+        with self.user_write(user_id) as session:
+            conn = session.conn
+            kind = conn.execute(
+                "SELECT kind FROM memories WHERE id = ? AND user_id = ?", (memory_id, user_id)
+            ).fetchone()
+            if kind is None:
                 raise MemoryNotFoundError(f"user {user_id!r} has no memory {memory_id}")
-            # A rule it had superseded becomes valid again: deleting undoes the supersession.
+            deleted = [memory_id]
+            if kind[0] == "edit":
+                deleted += [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT id FROM memories WHERE user_id = ? AND origin_id = ? "
+                        "AND kind = 'pair'",
+                        (user_id, memory_id),
+                    )
+                ]
+            marks = ", ".join("?" * len(deleted))
             conn.execute(
-                "UPDATE memories SET valid_to = NULL, superseded_by = NULL "
-                "WHERE user_id = ? AND superseded_by = ?",
+                f"DELETE FROM memories WHERE user_id = ? AND id IN ({marks})", (user_id, *deleted)
+            )
+            conn.execute(
+                "UPDATE memories SET origin_id = NULL WHERE user_id = ? AND origin_id = ?",
                 (user_id, memory_id),
             )
-            before, after = self._bump_version(conn, user_id)
-        return Write([memory_id], before, after)
+            restored = [
+                r[0]
+                for r in conn.execute(
+                    "UPDATE memories SET valid_to = NULL, superseded_by = NULL "
+                    "WHERE user_id = ? AND superseded_by = ? RETURNING id",
+                    (user_id, memory_id),
+                )
+            ]
+        return Write(deleted, session.previous_version, session.version, restored)
+
+    def embeddings(self, user_id: str, ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """Retrieval embeddings of some of the user's memories."""
+        if not ids:
+            return {}
+        marks = ", ".join("?" * len(ids))
+        rows = self.db.execute(
+            f"SELECT id, embedding FROM memories WHERE user_id = ? AND id IN ({marks}) "
+            "AND embedding IS NOT NULL",
+            (user_id, *ids),
+        )
+        return {r[0]: from_blob(r[1]) for r in rows}
 
     def retrievable_embeddings(self, user_id: str) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) of every retrievable memory of the user, to (re)build its index."""
@@ -346,7 +462,7 @@ class MemoryStore:
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         if not rows:
             return ids, np.zeros((0, 0), dtype=np.float32)
-        vectors = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+        vectors = np.stack([from_blob(r[1]) for r in rows])
         return ids, vectors
 
     def retrievable_ids(self, user_id: str) -> list[int]:

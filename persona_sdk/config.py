@@ -32,7 +32,7 @@ class RetrievalConfig:
 
     top_k: int = 5
     min_similarity: float = 0.25
-    dedupe_similarity: float = 0.95
+    stated_bonus: float = 0.1
 
 
 @dataclass
@@ -45,3 +45,17 @@ class GenerationConfig:
     max_strength: float = 4.0
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     stop: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass
+class MemoryConfig:
+    """How feedback becomes rules.
+
+    ``infer_with_llm`` adds one short LLM-written phrase per edit to the deterministic
+    analysis; ``inference_model`` picks the model (``None``: the Persona's base model).
+    """
+
+    duplicate_similarity: float = 0.88
+    generalize_below: float = 0.5
+    infer_with_llm: bool = False
+    inference_model: str | None = None

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import atexit
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from persona_sdk.config import GenerationConfig, RetrievalConfig, default_data_dir
+from persona_sdk.config import GenerationConfig, MemoryConfig, RetrievalConfig, default_data_dir
 from persona_sdk.embedder import Embedder, load_embedder
 from persona_sdk.errors import InvalidInputError, StoreError
 from persona_sdk.generation import BatchGeneration, SamplingParams
+from persona_sdk.memory.consolidation import Outcome
+from persona_sdk.memory.doctor import DoctorReport
 from persona_sdk.memory.index import IndexManager
 from persona_sdk.memory.retrieval import RetrievedRule, Retriever
-from persona_sdk.memory.store import Memory, MemoryStore
+from persona_sdk.memory.store import Memory, MemoryStore, UserWrite
 from persona_sdk.models import Message, ModelHost, load_model
 from persona_sdk.prompting import build_messages, normalise_messages, retrieval_query
 from persona_sdk.reply import Reply, ReplyStream
@@ -53,11 +55,13 @@ class Persona:
         dtype: str | None = None,
         retrieval: RetrievalConfig | None = None,
         generation: GenerationConfig | None = None,
+        memory: MemoryConfig | None = None,
     ):
         self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
         self.store = MemoryStore(self.data_dir)
         self.retrieval = retrieval or RetrievalConfig()
         self.generation = generation or GenerationConfig()
+        self.memory = memory or MemoryConfig()
         self._model_spec, self._device, self._dtype = model, device, dtype
         self._host = model if isinstance(model, ModelHost) else None
         self._embedder_spec = embedder
@@ -70,8 +74,8 @@ class Persona:
         """Open (or create) a data directory: ``$PERSONA_HOME`` or ``~/.persona`` by default.
 
         Keyword arguments: ``model`` (HF id, local path, or a loaded ``ModelHost``),
-        ``embedder`` (sentence-transformers id or path), ``device``, ``dtype``,
-        ``retrieval`` and ``generation`` configs.
+        ``embedder`` (sentence-transformers id or path), ``device``, ``dtype``, and the
+        ``retrieval``, ``generation`` and ``memory`` configs.
         """
         return cls(data_dir, **kwargs)
 
@@ -137,18 +141,63 @@ class Persona:
         searchable = [
             (i, r["embedding"]) for i, r in zip(write.ids, rows) if r["kind"] in ("rule", "edit")
         ]
-        if searchable:
-            ids = np.array([i for i, _ in searchable], dtype=np.int64)
-            self.indexes.apply(user_id, write, add=(ids, np.stack([v for _, v in searchable])))
-        else:
-            self.indexes.apply(user_id, write)
+        self.indexes.apply(user_id, write, add=searchable)
         return self.store.memories(user_id, ids=write.ids)
+
+    def _mirror(
+        self,
+        user_id: str,
+        write: UserWrite,
+        outcomes: list[Outcome],
+        extra: list[tuple[int, np.ndarray]] | None = None,
+    ) -> None:
+        """Apply a committed consolidation to the user's index."""
+        add = list(extra or [])
+        remove: list[int] = []
+        for outcome in outcomes:
+            add += outcome.index_add
+            remove += outcome.index_remove
+        self.indexes.apply(user_id, write, add=add, remove=remove)
+
+    def _infer_phrase(self, response: str, edited: str) -> str | None:
+        """One short LLM-written preference phrase for an edit, when enabled."""
+        if not self.memory.infer_with_llm:
+            return None
+        from persona_sdk.memory.inference import infer_preference_phrase
+
+        host = (
+            self.host
+            if self.memory.inference_model is None
+            else load_model(self.memory.inference_model, self._device, self._dtype)
+        )
+        return infer_preference_phrase(host, response, edited)
 
     def _retrieve(self, user_id: str, query: str) -> list[RetrievedRule]:
         if not self.store.user_exists(user_id):
             return []
         retriever = Retriever(self.store, self.indexes, self.retrieval)
         return retriever.retrieve(user_id, self.embedder.encode_one(query))
+
+    def export_user(self, user_id: str) -> Iterator[str]:
+        """One user as JSON lines (a header, then each memory); see :meth:`import_user`."""
+        from persona_sdk.memory.transfer import export_lines
+
+        return export_lines(self, validate_user_id(user_id))
+
+    def import_user(self, lines: Iterable[str | bytes], user_id: str | None = None) -> User:
+        """Create a user from an export; ``user_id`` renames it. All or nothing."""
+        from persona_sdk.memory.transfer import import_records, parse_lines
+
+        exported_id, records = parse_lines(lines)
+        target = validate_user_id(user_id) if user_id is not None else exported_id
+        import_records(self, target, records)
+        return self.user(target)
+
+    def doctor(self, repair: bool = True) -> DoctorReport:
+        """Check the store and its derived indexes; rebuild whatever is missing or stale."""
+        from persona_sdk.memory.doctor import run_doctor
+
+        return run_doctor(self, repair=repair)
 
     def _forget(self, user_id: str) -> None:
         self.store.require_user(user_id)

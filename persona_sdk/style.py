@@ -19,8 +19,9 @@ _BULLET = re.compile(r"^\s*[-*•]\s+\S")
 _NUMBERED = re.compile(r"^\s*\d+[.)]\s+\S")
 _HEADING = re.compile(r"^\s*(#{1,6}\s+\S|\*\*[^*]+\*\*:?\s*$)")
 _CODE = re.compile(r"```|`[^`\n]+`|^\s{4}\S", re.MULTILINE)
-_GREETING = re.compile(r"^\s*(hi|hello|hey|dear|greetings|good (morning|afternoon|evening))\b",
-                       re.IGNORECASE)
+_GREETING = re.compile(
+    r"^\s*(hi|hello|hey|dear|greetings|good (morning|afternoon|evening))\b", re.IGNORECASE
+)
 _SIGNOFF = re.compile(
     r"(best( regards)?|kind regards|regards|cheers|thanks|thank you|sincerely|warmly|"
     r"all the best|take care)[,.!]?\s*(\n.{0,40})?\s*$",
@@ -32,8 +33,9 @@ _HEDGES = re.compile(
     re.IGNORECASE,
 )
 _CONTRACTION = re.compile(r"\b\w+'(s|re|ve|ll|d|m|t)\b", re.IGNORECASE)
-_CASUAL = re.compile(r"\b(gonna|wanna|kinda|yeah|yep|nope|lol|awesome|cool|stuff|ok|okay)\b",
-                     re.IGNORECASE)
+_CASUAL = re.compile(
+    r"\b(gonna|wanna|kinda|yeah|yep|nope|lol|awesome|cool|stuff|ok|okay)\b", re.IGNORECASE
+)
 _SENTENCE_END = re.compile(r"[.!?]+(\s|$)")
 _WORD = re.compile(r"\S+")
 

@@ -1,17 +1,27 @@
-"""One end-user's view of the store: their rules, memories and what retrieval picks."""
+"""One end-user's view of the store: rules, pairs, edits, and what retrieval picks."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from persona_sdk.errors import InvalidInputError
+from persona_sdk.memory.consolidation import NewRule, Outcome, consolidate
+from persona_sdk.memory.edits import analyse_edit, classify_rule
 from persona_sdk.memory.retrieval import RetrievedRule
 from persona_sdk.memory.store import KINDS, SOURCES, Memory
-from persona_sdk.validation import MAX_RULE_CHARS, validate_optional_text, validate_text
+from persona_sdk.validation import (
+    MAX_RULE_CHARS,
+    MAX_TEXT_CHARS,
+    validate_optional_text,
+    validate_text,
+)
 
 if TYPE_CHECKING:
     from persona_sdk.persona import Persona
+
+RuleSpec = str | tuple[str, str | None]
 
 
 @dataclass
@@ -30,6 +40,40 @@ class Explanation:
         }
 
 
+@dataclass
+class EditResult:
+    """What one edit stored: the edit, its pair (edited ≻ original) and the rules it taught."""
+
+    memory: Memory
+    pair: Memory
+    inferred_rules: list[Memory]
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "memory": self.memory.to_dict(),
+            "pair": self.pair.to_dict(),
+            "inferred_rules": [r.to_dict() for r in self.inferred_rules],
+            "outcomes": [o.to_dict() for o in self.outcomes],
+        }
+
+
+def _rule_spec(spec: RuleSpec) -> tuple[str, str | None]:
+    text, context = (spec, None) if isinstance(spec, (str, bytes)) else spec
+    return (
+        validate_text(text, "rule", MAX_RULE_CHARS),
+        validate_optional_text(context, "context", MAX_RULE_CHARS),
+    )
+
+
+def _pair_texts(prompt: object, chosen: object, rejected: object) -> tuple[str, str, str]:
+    prompt = validate_text(prompt, "prompt")
+    chosen, rejected = validate_text(chosen, "chosen"), validate_text(rejected, "rejected")
+    if chosen == rejected:
+        raise InvalidInputError("chosen and rejected are the same text")
+    return prompt, chosen, rejected
+
+
 class User:
     """Handle on one user's memory. Get it from :meth:`Persona.user`; it is cheap."""
 
@@ -45,28 +89,159 @@ class User:
         """True once anything was stored for this user."""
         return self._persona.store.user_exists(self.id)
 
+    # -- rules ---------------------------------------------------------------------------
+
     def add_rule(self, text: str, context: str | None = None, source: str = "stated") -> Memory:
         """Store a rule. Without ``context`` it applies to every request; with one, it is
-        retrieved for requests similar to that context (e.g. ``"emails to my manager"``)."""
-        text = validate_text(text, "rule", MAX_RULE_CHARS)
-        context = validate_optional_text(context, "context", MAX_RULE_CHARS)
+        retrieved for requests similar to that context (e.g. ``"emails to my manager"``).
+
+        A near-duplicate reinforces the existing rule (its support grows) and is returned
+        instead; a rule that contradicts an older one ("never use emojis" after "use
+        emojis") closes the older rule's validity, which stays in the history.
+        """
+        return self.add_rules([(text, context)], source=source)[0]
+
+    def add_rules(self, rules: Sequence[RuleSpec], source: str = "stated") -> list[Memory]:
+        """Add many rules in one transaction (texts, or ``(text, context)`` tuples)."""
         if source not in SOURCES:
             raise InvalidInputError(f"source must be one of {SOURCES}, not {source!r}")
-        vector = self._persona.embedder.encode_one(context or text)
-        row = {
-            "kind": "rule",
-            "source": source,
-            "text": text,
-            "context": context,
-            "embedding": vector,
-        }
-        return self._persona._add_memories(self.id, [row])[0]
+        specs = [_rule_spec(spec) for spec in rules]
+        if not specs:
+            return []
+        persona = self._persona
+        texts = [t for t, _ in specs]
+        contexts = [c for _, c in specs if c is not None]
+        vectors = persona.embedder.encode(texts + contexts)
+        context_vectors = iter(vectors[len(texts) :])
+        new_rules = [
+            NewRule(
+                text,
+                source,
+                1.0 if source == "stated" else 0.7,
+                classify_rule(text),
+                context,
+                vectors[i],
+                next(context_vectors) if context else None,
+            )
+            for i, (text, context) in enumerate(specs)
+        ]
+        with persona.store.user_write(self.id) as session:
+            outcomes = [consolidate(session, rule, persona.memory) for rule in new_rules]
+        persona._mirror(self.id, session, outcomes)
+        ids = [o.rule_id for o in outcomes]
+        found = {m.id: m for m in persona.store.memories(self.id, ids=ids)}
+        return [found[i] for i in ids]
 
     def rules(self, include_superseded: bool = False) -> list[Memory]:
         """The user's rules, oldest first; superseded ones only when asked."""
         return self._persona.store.memories(
             self.id, kind="rule", include_superseded=include_superseded
         )
+
+    # -- pairs and edits -----------------------------------------------------------------
+
+    def add_pair(self, prompt: str, chosen: str, rejected: str, source: str = "stated") -> Memory:
+        """Store that the user preferred ``chosen`` over ``rejected`` for ``prompt``."""
+        return self.add_pairs([(prompt, chosen, rejected)], source=source)[0]
+
+    def add_pairs(
+        self, pairs: Sequence[tuple[str, str, str]], source: str = "stated"
+    ) -> list[Memory]:
+        """Store many ``(prompt, chosen, rejected)`` pairs in one transaction."""
+        if source not in SOURCES:
+            raise InvalidInputError(f"source must be one of {SOURCES}, not {source!r}")
+        checked = [_pair_texts(*pair) for pair in pairs]
+        if not checked:
+            return []
+        vectors = self._persona.embedder.encode([p for p, _, _ in checked])
+        rows = [
+            {
+                "kind": "pair",
+                "source": source,
+                "prompt": p,
+                "chosen": c,
+                "rejected": r,
+                "context": p,
+                "embedding": v,
+            }
+            for (p, c, r), v in zip(checked, vectors)
+        ]
+        return self._persona._add_memories(self.id, rows)
+
+    def add_edit(
+        self, prompt: str, response: str, edited: str, context: str | None = None
+    ) -> EditResult:
+        """Learn from the user rewriting ``response`` into ``edited``.
+
+        Stores the edit, the pair edited ≻ response, and the rules the edit implies
+        (deterministic style analysis, plus one LLM-written phrase when enabled), each
+        consolidated with the user's existing rules and tied to the request context.
+        """
+        prompt, edited, response = _pair_texts(prompt, edited, response)
+        context = validate_optional_text(context, "context", MAX_TEXT_CHARS) or prompt
+        persona = self._persona
+        candidates = analyse_edit(response, edited)
+        phrase = persona._infer_phrase(response, edited)
+        vectors = persona.embedder.encode(
+            [context] + [c.text for c in candidates] + ([phrase] if phrase else [])
+        )
+        context_vector = vectors[0]
+        with persona.store.user_write(self.id) as session:
+            edit_id = session.insert(
+                {
+                    "kind": "edit",
+                    "prompt": prompt,
+                    "chosen": edited,
+                    "rejected": response,
+                    "context": context,
+                    "embedding": context_vector,
+                }
+            )
+            pair_id = session.insert(
+                {
+                    "kind": "pair",
+                    "source": "inferred",
+                    "prompt": prompt,
+                    "chosen": edited,
+                    "rejected": response,
+                    "context": context,
+                    "origin_id": edit_id,
+                    "embedding": context_vector,
+                }
+            )
+            rules = [
+                NewRule(
+                    c.text,
+                    "inferred",
+                    c.confidence,
+                    c.template,
+                    context,
+                    vectors[i + 1],
+                    context_vector,
+                    edit_id,
+                )
+                for i, c in enumerate(candidates)
+            ]
+            if phrase:
+                rules.append(
+                    NewRule(
+                        phrase,
+                        "inferred",
+                        0.5,
+                        classify_rule(phrase),
+                        context,
+                        vectors[-1],
+                        context_vector,
+                        edit_id,
+                    )
+                )
+            outcomes = [consolidate(session, rule, persona.memory) for rule in rules]
+        persona._mirror(self.id, session, outcomes, extra=[(edit_id, context_vector)])
+        stored = {m.id: m for m in persona.store.memories(self.id)}
+        learned = [stored[o.rule_id] for o in outcomes if o.rule_id is not None]
+        return EditResult(stored[edit_id], stored[pair_id], learned, outcomes)
+
+    # -- reading and deleting ------------------------------------------------------------
 
     def memories(self, kind: str | None = None) -> list[Memory]:
         """Every memory of the user, or only one ``kind`` (rule, pair or edit)."""
@@ -75,12 +250,17 @@ class User:
         return self._persona.store.memories(self.id, kind=kind)
 
     def delete_memory(self, memory_id: int) -> None:
-        """Delete one memory of this user (raises ``MemoryNotFoundError`` otherwise)."""
+        """Delete one memory of this user (raises ``MemoryNotFoundError`` otherwise).
+
+        Deleting an edit deletes its pair too; deleting a rule that superseded another
+        makes the older rule valid again.
+        """
         if isinstance(memory_id, bool) or not isinstance(memory_id, int):
             raise InvalidInputError(f"memory id must be an integer, not {memory_id!r}")
-        store = self._persona.store
-        write = store.delete_memory(self.id, memory_id)
-        self._persona.indexes.apply(self.id, write, remove=[memory_id])
+        persona = self._persona
+        write = persona.store.delete_memory(self.id, memory_id)
+        restored = persona.store.embeddings(self.id, write.restored)
+        persona.indexes.apply(self.id, write, remove=write.ids, add=list(restored.items()))
 
     def explain(self, prompt: str) -> Explanation:
         """The rules a request with ``prompt`` would put in the system prompt, with similarities."""
