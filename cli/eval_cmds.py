@@ -15,8 +15,9 @@ from persona_sdk.validation import validate_int
 
 def register(app: typer.Typer) -> None:
     """Add the ``eval`` command group to ``app``."""
-    evaluation = typer.Typer(help="Evaluate personalization against simulated users.",
-                             no_args_is_help=True)
+    evaluation = typer.Typer(
+        help="Evaluate personalization against simulated users.", no_args_is_help=True
+    )
     app.add_typer(evaluation, name="eval")
 
     @evaluation.command("edits")
@@ -39,13 +40,21 @@ def register(app: typer.Typer) -> None:
             from persona_sdk.errors import InvalidInputError
 
             raise InvalidInputError(f"--plot must name a .png file, got {plot.name!r}")
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn())
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
         with Progress(*columns, console=err_console) as progress:
             task = progress.add_task("edit-cost rounds", total=rounds)
             result = run_edit_eval(
-                users, rounds, seed=seed, max_new_tokens=max_new_tokens,
-                model=ctx.obj.model, embedder=ctx.obj.embedder,
+                users,
+                rounds,
+                seed=seed,
+                max_new_tokens=max_new_tokens,
+                model=ctx.obj.model,
+                embedder=ctx.obj.embedder,
                 on_round=lambda i, r: progress.update(task, completed=i + 1),
             )
         if plot is not None:

@@ -78,16 +78,11 @@ def run_doctor(persona: Persona, repair: bool = True) -> DoctorReport:
         if state != "ok" and repair:
             indexes.refresh(user_id)
             indexes.flush()
-        report.add(
-            f"index:{user_id}",
-            state,
-            ""
-            if state == "ok"
-            else "rebuilt from SQLite"
-            if repair
-            else "run doctor without --check-only to rebuild",
-            repair,
-        )
+        if state == "ok":
+            detail = ""
+        else:
+            detail = "rebuilt from SQLite" if repair else "run doctor to rebuild it"
+        report.add(f"index:{user_id}", state, detail, repaired=state != "ok" and repair)
     orphans = indexes.orphan_files()
     if orphans and repair:
         for path in orphans:
@@ -95,7 +90,7 @@ def run_doctor(persona: Persona, repair: bool = True) -> DoctorReport:
     report.add(
         "stray files",
         "ok" if not orphans else "found",
-        f"{len(orphans)} index files of users that no longer exist",
+        f"{len(orphans)} index or temp files of users that no longer exist",
         bool(orphans) and repair,
     )
     return report

@@ -54,6 +54,14 @@ def template_text(feature: str, direction: int) -> str:
     return more if direction > 0 else less
 
 
+def is_template(value: object) -> bool:
+    """True for ``"feature:+"`` / ``"feature:-"`` of a known feature."""
+    if not isinstance(value, str) or value.count(":") != 1:
+        return False
+    feature, sign = value.split(":")
+    return feature in TEMPLATES and sign in ("+", "-")
+
+
 def opposite(template: str) -> str:
     feature, sign = template.split(":")
     return f"{feature}:{'-' if sign == '+' else '+'}"

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,12 +40,15 @@ def _sha256(path: Path) -> str:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
+    """Write via a temp file and a rename; a concurrent ``forget`` may remove the temp
+    file, in which case nothing is written (the user is gone)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with tmp.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    with contextlib.suppress(FileNotFoundError):
+        with tmp.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
 
 
 @dataclass
@@ -225,20 +229,29 @@ class IndexManager:
             return "stale"
         return "ok" if self._load(user_id, manifest["version"]) is not None else "corrupt"
 
-    def orphan_files(self) -> list[Path]:
-        """Index files whose user no longer exists (e.g. left by a crash during forget)."""
+    def orphan_files(self, tmp_older_than: float = 60.0) -> list[Path]:
+        """Files that should not be there: index files of users that no longer exist, and
+        temp files a crashed flush left (older than ``tmp_older_than`` seconds, so a flush
+        running in another process is left alone)."""
         if not self.directory.exists():
             return []
         live = {user_file_stem(u) for u in self.store.users()}
-        return sorted(
-            p for p in self.directory.iterdir() if p.stem.lstrip(".").split(".")[0] not in live
-        )
+        now = time.time()
+        orphans = []
+        for path in self.directory.iterdir():
+            stem = path.name.lstrip(".").split(".")[0]
+            stale_tmp = path.name.endswith(".tmp") and now - path.stat().st_mtime > tmp_older_than
+            if stem not in live or stale_tmp:
+                orphans.append(path)
+        return sorted(orphans)
 
     def drop(self, user_id: str) -> None:
         """Forget a user's index in memory and on disk."""
         with self._lock:
             self._cache.pop(user_id, None)
             self._dirty.discard(user_id)
-            for path in self.paths(user_id):
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+            stem = user_file_stem(user_id)
+            if self.directory.exists():  # the files, and temp files a crashed flush left
+                for path in [p for p in self.directory.iterdir() if stem in p.name]:
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()

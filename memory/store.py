@@ -440,14 +440,18 @@ class MemoryStore:
             ]
         return Write(deleted, session.previous_version, session.version, restored)
 
-    def embeddings(self, user_id: str, ids: Sequence[int]) -> dict[int, np.ndarray]:
-        """Retrieval embeddings of some of the user's memories."""
+    def embeddings(
+        self, user_id: str, ids: Sequence[int], retrievable_only: bool = False
+    ) -> dict[int, np.ndarray]:
+        """Retrieval embeddings of some of the user's memories (only the retrievable ones
+        when asked: what the user's index should hold for those ids)."""
         if not ids:
             return {}
         marks = ", ".join("?" * len(ids))
+        scope = f"AND ({RETRIEVABLE_SQL})" if retrievable_only else ""
         rows = self.db.execute(
             f"SELECT id, embedding FROM memories WHERE user_id = ? AND id IN ({marks}) "
-            "AND embedding IS NOT NULL",
+            f"AND embedding IS NOT NULL {scope}",
             (user_id, *ids),
         )
         return {r[0]: from_blob(r[1]) for r in rows}

@@ -16,14 +16,16 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from persona_sdk.errors import InvalidInputError
+from persona_sdk.memory.edits import is_template
 from persona_sdk.memory.store import KINDS, SOURCES
-from persona_sdk.validation import MAX_TEXT_CHARS, validate_text, validate_user_id
+from persona_sdk.validation import MAX_RULE_CHARS, MAX_TEXT_CHARS, validate_text, validate_user_id
 
 if TYPE_CHECKING:
     from persona_sdk.persona import Persona
 
 FORMAT = "persona-sdk/user"
 FORMAT_VERSION = 1
+MAX_SUPPORT = 10**9
 TEXT_FIELDS = ("text", "prompt", "chosen", "rejected", "context")
 FIELDS = (
     "ref",
@@ -116,16 +118,24 @@ def _check_record(record: object, line: int, count: int) -> dict:
         or not (math.isfinite(confidence) and 0.0 <= confidence <= 1.0)
     ):
         raise _fail(line, f"confidence must be a finite number in [0, 1], got {confidence!r}")
-    if isinstance(support, bool) or not isinstance(support, int) or support < 1:
-        raise _fail(line, f"support must be a positive integer, got {support!r}")
+    if isinstance(support, bool) or not isinstance(support, int) or not 1 <= support <= MAX_SUPPORT:
+        raise _fail(line, f"support must be an integer from 1 to {MAX_SUPPORT}, got {support!r}")
     for field in ("superseded_by", "origin"):
         ref = out.get(field)
         if ref is not None and (
             isinstance(ref, bool) or not isinstance(ref, int) or not 1 <= ref <= count
         ):
             raise _fail(line, f"{field} must be the ref of a memory in this file")
-    if out.get("template") is not None and not isinstance(out["template"], str):
-        raise _fail(line, "template must be a string")
+    if out.get("template") is not None and not is_template(out["template"]):
+        raise _fail(
+            line,
+            f"template must be null or feature:+/- of a known feature, "
+            f"got {str(out['template'])[:40]!r}",
+        )
+    if out["kind"] == "rule" and len(out["text"]) > MAX_RULE_CHARS:
+        raise _fail(
+            line, f"rule is too long ({len(out['text']):,} chars; the limit is {MAX_RULE_CHARS:,})"
+        )
     out["valid_from"] = _timestamp(out.get("valid_from"), line, "valid_from")
     out["created_at"] = _timestamp(out.get("created_at"), line, "created_at")
     out["valid_to"] = _timestamp(out.get("valid_to"), line, "valid_to", optional=True)

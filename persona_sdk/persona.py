@@ -151,13 +151,15 @@ class Persona:
         outcomes: list[Outcome],
         extra: list[tuple[int, np.ndarray]] | None = None,
     ) -> None:
-        """Apply a committed consolidation to the user's index."""
-        add = list(extra or [])
-        remove: list[int] = []
+        """Apply a committed consolidation to the user's index. Outcomes of one batch can
+        touch the same rule twice (added, then superseded), so every touched id is taken
+        out and its final state is read back from SQLite."""
+        touched = {i for i, _ in extra or []}
         for outcome in outcomes:
-            add += outcome.index_add
-            remove += outcome.index_remove
-        self.indexes.apply(user_id, write, add=add, remove=remove)
+            touched.update(i for i, _ in outcome.index_add)
+            touched.update(outcome.index_remove)
+        current = self.store.embeddings(user_id, sorted(touched), retrievable_only=True)
+        self.indexes.apply(user_id, write, remove=sorted(touched), add=sorted(current.items()))
 
     def _infer_phrase(self, response: str, edited: str) -> str | None:
         """One short LLM-written preference phrase for an edit, when enabled."""

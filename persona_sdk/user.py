@@ -91,18 +91,25 @@ class User:
 
     # -- rules ---------------------------------------------------------------------------
 
-    def add_rule(self, text: str, context: str | None = None, source: str = "stated") -> Memory:
+    def add_rule(
+        self, text: str, context: str | None = None, source: str = "stated"
+    ) -> Memory | None:
         """Store a rule. Without ``context`` it applies to every request; with one, it is
         retrieved for requests similar to that context (e.g. ``"emails to my manager"``).
 
         A near-duplicate reinforces the existing rule (its support grows) and is returned
         instead; a rule that contradicts an older one ("never use emojis" after "use
-        emojis") closes the older rule's validity, which stays in the history.
+        emojis") closes the older rule's validity, which stays in the history. Returns the
+        rule now in effect, or ``None`` when a non-stated rule was ignored because a
+        stated rule says the opposite.
         """
-        return self.add_rules([(text, context)], source=source)[0]
+        stored = self.add_rules([(text, context)], source=source)
+        return stored[0] if stored else None
 
     def add_rules(self, rules: Sequence[RuleSpec], source: str = "stated") -> list[Memory]:
-        """Add many rules in one transaction (texts, or ``(text, context)`` tuples)."""
+        """Add many rules in one transaction (texts, or ``(text, context)`` tuples).
+
+        Returns the stored or reinforced rules in order; ignored ones are left out."""
         if source not in SOURCES:
             raise InvalidInputError(f"source must be one of {SOURCES}, not {source!r}")
         specs = [_rule_spec(spec) for spec in rules]
@@ -128,7 +135,7 @@ class User:
         with persona.store.user_write(self.id) as session:
             outcomes = [consolidate(session, rule, persona.memory) for rule in new_rules]
         persona._mirror(self.id, session, outcomes)
-        ids = [o.rule_id for o in outcomes]
+        ids = [o.rule_id for o in outcomes if o.rule_id is not None]
         found = {m.id: m for m in persona.store.memories(self.id, ids=ids)}
         return [found[i] for i in ids]
 

@@ -63,7 +63,10 @@ class EditEvalResult:
     def to_dict(self) -> dict:
         totals = self.totals
         return {
-            "users": self.users, "rounds": self.rounds, "seed": self.seed, "model": self.model,
+            "users": self.users,
+            "rounds": self.rounds,
+            "seed": self.seed,
+            "model": self.model,
             "total_cost": totals,
             "rules_only_over_no_learning": totals["rules_only"] / max(totals["no_learning"], 1),
             "oracle_over_no_learning": totals["oracle"] / max(totals["no_learning"], 1),
@@ -92,17 +95,21 @@ def run_edit_eval(
     schedule = [[rng.choice(prompts) for _ in population] for _ in range(rounds)]
     cost: dict[str, list[list[int]]] = {c: [] for c in CONDITIONS}
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="persona-eval-") as data, Persona.open(
-        data, model=model, embedder=embedder
-    ) as persona:
+    with (
+        tempfile.TemporaryDirectory(prefix="persona-eval-") as data,
+        Persona.open(data, model=model, embedder=embedder) as persona,
+    ):
         for sim in population:
             oracle = sim.oracle_rules()
             if oracle:
                 persona.user(f"oracle-{sim.user_id}").add_rules(oracle)
         result = EditEvalResult(users, rounds, seed, persona.host.name, cost)
         for round_index, round_prompts in enumerate(schedule):
-            requests = [(f"{c}-{sim.user_id}", _text(p))
-                        for c in CONDITIONS for sim, p in zip(population, round_prompts)]
+            requests = [
+                (f"{c}-{sim.user_id}", _text(p))
+                for c in CONDITIONS
+                for sim, p in zip(population, round_prompts)
+            ]
             replies = persona.generate_batch(requests, max_new_tokens=max_new_tokens)
             for c_index, condition in enumerate(CONDITIONS):
                 costs = []
@@ -110,9 +117,14 @@ def run_edit_eval(
                     reply = replies[c_index * len(population) + u_index].text
                     edited = sim.edit(_text(prompt), reply)
                     costs.append(edit_distance(reply, edited))
-                    if condition == "rules_only" and edited.strip() and edited.strip() != reply.strip():
+                    if (
+                        condition == "rules_only"
+                        and edited.strip()
+                        and edited.strip() != reply.strip()
+                    ):
                         persona.user(f"rules_only-{sim.user_id}").add_edit(
-                            _text(prompt), response=reply or "(empty reply)", edited=edited)
+                            _text(prompt), response=reply or "(empty reply)", edited=edited
+                        )
                 cost[condition].append(costs)
             result.seconds = time.perf_counter() - started
             if on_round is not None:

@@ -7,12 +7,15 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # no display needed; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from persona_sdk.errors import InvalidInputError  # noqa: E402
+from persona_sdk.errors import InvalidInputError
 
-LABELS = {"no_learning": "no learning", "rules_only": "rules only (learned from edits)",
-          "oracle": "oracle (true preferences as rules)"}
+LABELS = {
+    "no_learning": "no learning",
+    "rules_only": "rules only (learned from edits)",
+    "oracle": "oracle (true preferences as rules)",
+}
 
 
 def plot_edit_costs(result, path: str | Path) -> Path:
@@ -25,8 +28,11 @@ def plot_edit_costs(result, path: str | Path) -> Path:
     for condition, label in LABELS.items():
         cumulative.plot(rounds, result.cumulative(condition), marker="o", markersize=3, label=label)
         per_round.plot(rounds, result.per_round(condition), marker="o", markersize=3, label=label)
-    cumulative.set(title="Cumulative edit cost", xlabel="round",
-                   ylabel="word-level Levenshtein distance (sum over users)")
+    cumulative.set(
+        title="Cumulative edit cost",
+        xlabel="round",
+        ylabel="word-level Levenshtein distance (sum over users)",
+    )
     per_round.set(title="Edit cost per round", xlabel="round", ylabel="cost (sum over users)")
     cumulative.legend()
     for axis in (cumulative, per_round):
