@@ -57,6 +57,51 @@ class Outcome:
         }
 
 
+class RuleSet:
+    """The user's valid rules, read once per write transaction and kept current while a
+    batch consolidates, so a batch of N rules costs one read instead of N, and lookups
+    by template or by text similarity do not scan every rule."""
+
+    def __init__(self, session: UserWrite):
+        self.session = session
+        self.rules: dict[int, StoredRule] = {r.memory.id: r for r in session.valid_rules()}
+        self._ids: list[int] = []
+        self._matrix: np.ndarray | None = None
+
+    def with_template(self, template: str | None) -> list[StoredRule]:
+        if template is None:
+            return []
+        return [r for r in self.rules.values() if r.memory.template == template]
+
+    def without_text_vector(self) -> list[StoredRule]:
+        return [r for r in self.rules.values() if r.text_vector is None]
+
+    def refresh(self, memory_id: int) -> None:
+        """Re-read one rule after it was inserted or updated in this transaction."""
+        self.rules[memory_id] = self.session.stored_rule(memory_id)
+        self._matrix = None
+
+    def remove(self, memory_id: int) -> None:
+        self.rules.pop(memory_id, None)
+        self._matrix = None
+
+    def most_similar(self, vector: np.ndarray) -> tuple[StoredRule, float] | None:
+        """The rule whose text is closest to ``vector`` (cosine), if any."""
+        if self._matrix is None:
+            with_vectors = [r for r in self.rules.values() if r.text_vector is not None]
+            self._ids = [r.memory.id for r in with_vectors]
+            self._matrix = (
+                np.stack([r.text_vector for r in with_vectors])
+                if with_vectors
+                else np.zeros((0, len(vector)), dtype=np.float32)
+            )
+        if not self._ids:
+            return None
+        sims = self._matrix @ vector
+        best = int(sims.argmax())
+        return self.rules[self._ids[best]], float(sims[best])
+
+
 def _same_scope(rule: NewRule, old: StoredRule, config: MemoryConfig) -> bool:
     if rule.context is None or old.memory.context is None:
         return rule.context is None and old.memory.context is None
@@ -65,34 +110,34 @@ def _same_scope(rule: NewRule, old: StoredRule, config: MemoryConfig) -> bool:
     return float(old.vector @ rule.context_vector) >= config.generalize_below
 
 
-def _is_duplicate(rule: NewRule, old: StoredRule, config: MemoryConfig) -> bool:
-    memory = old.memory
-    # Canonical inferred texts match by template; stated wording must match by meaning.
-    inferred = rule.source != "stated" and memory.source != "stated"
-    if inferred and rule.template is not None and memory.template == rule.template:
-        return True
-    if old.text_vector is None:
-        return _normalise(memory.text) == _normalise(rule.text)
-    return float(old.text_vector @ rule.text_vector) >= config.duplicate_similarity
+def _find_duplicate(rule: NewRule, rules: RuleSet, config: MemoryConfig) -> StoredRule | None:
+    if rule.source != "stated":  # canonical inferred texts match by template
+        same = [r for r in rules.with_template(rule.template) if r.memory.source != "stated"]
+        if same:
+            return same[0]
+    for old in rules.without_text_vector():  # stored before text embeddings existed
+        if _normalise(old.memory.text) == _normalise(rule.text):
+            return old
+    nearest = rules.most_similar(rule.text_vector)  # stated wording matches by meaning
+    return nearest[0] if nearest and nearest[1] >= config.duplicate_similarity else None
 
 
 def _normalise(text: str | None) -> str:
     return " ".join((text or "").lower().split()).rstrip(".!")
 
 
-def _close(session: UserWrite, outcome: Outcome, olds: list[StoredRule], by: int) -> None:
+def _close(
+    session: UserWrite, rules: RuleSet, outcome: Outcome, olds: list[StoredRule], by: int
+) -> None:
     for old in olds:
         session.update(old.memory.id, valid_to=session.now, superseded_by=by)
+        rules.remove(old.memory.id)
         outcome.superseded.append(old.memory.id)
         outcome.index_remove.append(old.memory.id)
 
 
 def _reinforce(
-    session: UserWrite,
-    rule: NewRule,
-    old: StoredRule,
-    existing: list[StoredRule],
-    config: MemoryConfig,
+    session: UserWrite, rule: NewRule, old: StoredRule, rules: RuleSet, config: MemoryConfig
 ) -> Outcome:
     memory = old.memory
     fields: dict = {
@@ -117,29 +162,29 @@ def _reinforce(
         outcome.index_add.append((memory.id, text_vector))
         rivals = [
             r
-            for r in existing
+            for r in rules.with_template(memory.template and opposite(memory.template))
             if r.memory.context is None
-            and memory.template is not None
-            and r.memory.template == opposite(memory.template)
             and not (r.memory.source == "stated" and memory.source != "stated")
         ]
-        _close(session, outcome, rivals, memory.id)
+        _close(session, rules, outcome, rivals, memory.id)
     session.update(memory.id, **fields)
+    rules.refresh(memory.id)
     return outcome
 
 
-def consolidate(session: UserWrite, rule: NewRule, config: MemoryConfig) -> Outcome:
-    """Store ``rule`` consistently with the user's valid rules."""
-    existing = session.valid_rules()
-    duplicate = next((old for old in existing if _is_duplicate(rule, old, config)), None)
+def consolidate(
+    session: UserWrite, rule: NewRule, config: MemoryConfig, rules: RuleSet | None = None
+) -> Outcome:
+    """Store ``rule`` consistently with the user's valid rules. Pass one :class:`RuleSet`
+    for a whole batch so the valid rules are read once."""
+    rules = RuleSet(session) if rules is None else rules
+    duplicate = _find_duplicate(rule, rules, config)
     if duplicate is not None:
-        return _reinforce(session, rule, duplicate, existing, config)
+        return _reinforce(session, rule, duplicate, rules, config)
     conflicts = [
         old
-        for old in existing
-        if rule.template is not None
-        and old.memory.template == opposite(rule.template)
-        and _same_scope(rule, old, config)
+        for old in rules.with_template(rule.template and opposite(rule.template))
+        if _same_scope(rule, old, config)
     ]
     stated = next((old.memory for old in conflicts if old.memory.source == "stated"), None)
     if rule.source != "stated" and stated is not None:
@@ -157,9 +202,10 @@ def consolidate(session: UserWrite, rule: NewRule, config: MemoryConfig) -> Outc
             "text_embedding": rule.text_vector,
         }
     )
+    rules.refresh(new_id)
     outcome = Outcome("added", new_id, index_add=[(new_id, rule.retrieval_vector)])
     if conflicts:
-        _close(session, outcome, conflicts, new_id)
+        _close(session, rules, outcome, conflicts, new_id)
         outcome.action = "superseded"
         outcome.reason = "contradicts rule " + ", ".join(str(o.memory.id) for o in conflicts)
     return outcome

@@ -25,6 +25,10 @@ from persona_sdk.memory.store import MemoryStore, UserWrite, Write
 
 INDEX_DIRNAME = "indexes"
 
+# Every search here is one query over one user's small index: OpenMP threads only add
+# wake-up latency (measured 8 ms p50 vs 0.03 ms with one thread on a busy 2-core machine).
+faiss.omp_set_num_threads(1)
+
 
 def user_file_stem(user_id: str) -> str:
     """A filesystem-safe, case-safe name for a user's derived files."""

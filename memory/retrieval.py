@@ -44,15 +44,36 @@ class Retriever:
         self.store = store
         self.indexes = indexes
         self.config = config
+        # user -> (memory_version, ids, vectors) of their global rules: reads far outnumber
+        # writes in a chat app, so these are read from SQLite once per version, not per query.
+        self._globals: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
 
-    def _global_rules(self, user_id: str, query: np.ndarray) -> dict[int, float]:
-        rows = self.store.db.execute(
-            "SELECT id, embedding FROM memories WHERE user_id = ? AND kind = 'rule' "
-            "AND valid_to IS NULL AND context IS NULL AND embedding IS NOT NULL "
-            "ORDER BY support DESC, id DESC LIMIT 256",
-            (user_id,),
-        ).fetchall()
-        return {r[0]: float(np.frombuffer(r[1], np.float32) @ query) for r in rows}
+    def _global_rules(self, user_id: str, query: np.ndarray, limit: int) -> dict[int, float]:
+        """The ``limit`` global rules most similar to ``query``."""
+        version = self.store.memory_version(user_id)
+        cached = self._globals.get(user_id)
+        if cached is None or cached[0] != version:
+            rows = self.store.db.execute(
+                "SELECT id, embedding FROM memories WHERE user_id = ? AND kind = 'rule' "
+                "AND valid_to IS NULL AND context IS NULL AND embedding IS NOT NULL",
+                (user_id,),
+            ).fetchall()
+            ids = np.array([r[0] for r in rows], dtype=np.int64)
+            vectors = (
+                np.stack([np.frombuffer(r[1], np.float32) for r in rows])
+                if rows
+                else np.zeros((0, len(query)), dtype=np.float32)
+            )
+            cached = self._globals[user_id] = (version, ids, vectors)
+        _, ids, vectors = cached
+        if not len(ids):
+            return {}
+        sims = vectors @ query
+        top = np.argsort(-sims)[:limit]
+        return {int(ids[i]): float(sims[i]) for i in top}
+
+    def forget(self, user_id: str) -> None:
+        self._globals.pop(user_id, None)
 
     def retrieve(
         self, user_id: str, query: np.ndarray, top_k: int | None = None
@@ -66,7 +87,7 @@ class Retriever:
             return []
         hits = self.indexes.get(user_id).search(query, max(4 * top_k, 32))
         similarity = {hit.memory_id: hit.similarity for hit in hits}
-        similarity.update(self._global_rules(user_id, query))
+        similarity.update(self._global_rules(user_id, query, 4 * top_k))
         found = self.store.memories(user_id, include_superseded=False, ids=list(similarity))
         rules = [m for m in found if m.kind == "rule"]
         similar_edits = {

@@ -198,10 +198,17 @@ class UserWrite:
 
     def valid_rules(self) -> list[StoredRule]:
         """The user's valid rules with their embeddings, inside this transaction."""
+        return self._stored_rules("AND kind = 'rule' AND valid_to IS NULL", ())
+
+    def stored_rule(self, memory_id: int) -> StoredRule:
+        """One rule with its embeddings, as this transaction sees it."""
+        return self._stored_rules("AND id = ?", (memory_id,))[0]
+
+    def _stored_rules(self, where: str, params: tuple) -> list[StoredRule]:
         rows = self.conn.execute(
             f"SELECT {_MEMORY_COLUMNS}, embedding, text_embedding FROM memories "
-            "WHERE user_id = ? AND kind = 'rule' AND valid_to IS NULL ORDER BY id",
-            (self.user_id,),
+            f"WHERE user_id = ? {where} ORDER BY id",
+            (self.user_id, *params),
         ).fetchall()
         return [
             StoredRule(Memory(*row[:-2]), from_blob(row[-2]), from_blob(row[-1])) for row in rows

@@ -67,6 +67,7 @@ class Persona:
         self._embedder_spec = embedder
         self._embedder = embedder if isinstance(embedder, Embedder) else None
         self._indexes: IndexManager | None = None
+        self._retriever: Retriever | None = None
         atexit.register(self.close)
 
     @classmethod
@@ -177,8 +178,9 @@ class Persona:
     def _retrieve(self, user_id: str, query: str) -> list[RetrievedRule]:
         if not self.store.user_exists(user_id):
             return []
-        retriever = Retriever(self.store, self.indexes, self.retrieval)
-        return retriever.retrieve(user_id, self.embedder.encode_one(query))
+        if self._retriever is None:
+            self._retriever = Retriever(self.store, self.indexes, self.retrieval)
+        return self._retriever.retrieve(user_id, self.embedder.encode_one(query))
 
     def export_user(self, user_id: str) -> Iterator[str]:
         """One user as JSON lines (a header, then each memory); see :meth:`import_user`."""
@@ -205,6 +207,8 @@ class Persona:
         self.store.require_user(user_id)
         self.store.delete_user(user_id)
         self.indexes.drop(user_id)
+        if self._retriever is not None:
+            self._retriever.forget(user_id)
 
     # -- generation ----------------------------------------------------------------------
 

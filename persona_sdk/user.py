@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from persona_sdk.errors import InvalidInputError
-from persona_sdk.memory.consolidation import NewRule, Outcome, consolidate
+from persona_sdk.memory.consolidation import NewRule, Outcome, RuleSet, consolidate
 from persona_sdk.memory.edits import analyse_edit, classify_rule
 from persona_sdk.memory.retrieval import RetrievedRule
 from persona_sdk.memory.store import KINDS, SOURCES, Memory
@@ -133,7 +133,8 @@ class User:
             for i, (text, context) in enumerate(specs)
         ]
         with persona.store.user_write(self.id) as session:
-            outcomes = [consolidate(session, rule, persona.memory) for rule in new_rules]
+            rule_set = RuleSet(session)
+            outcomes = [consolidate(session, r, persona.memory, rule_set) for r in new_rules]
         persona._mirror(self.id, session, outcomes)
         ids = [o.rule_id for o in outcomes if o.rule_id is not None]
         found = {m.id: m for m in persona.store.memories(self.id, ids=ids)}
@@ -242,7 +243,8 @@ class User:
                         edit_id,
                     )
                 )
-            outcomes = [consolidate(session, rule, persona.memory) for rule in rules]
+            rule_set = RuleSet(session)
+            outcomes = [consolidate(session, r, persona.memory, rule_set) for r in rules]
         persona._mirror(self.id, session, outcomes, extra=[(edit_id, context_vector)])
         stored = {m.id: m for m in persona.store.memories(self.id)}
         learned = [stored[o.rule_id] for o in outcomes if o.rule_id is not None]

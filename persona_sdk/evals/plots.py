@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display needed; must precede pyplot
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 from persona_sdk.errors import InvalidInputError
 
@@ -37,6 +38,7 @@ def plot_edit_costs(result, path: str | Path) -> Path:
     cumulative.legend()
     for axis in (cumulative, per_round):
         axis.grid(alpha=0.3)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     figure.suptitle(f"persona eval edits: {result.users} simulated users on {result.model}")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
