@@ -15,6 +15,7 @@ from persona_sdk.cli.render import (
     emit_json,
     err_console,
     memories_table,
+    report,
     rules_table,
     used_rules_table,
 )
@@ -144,10 +145,7 @@ def add_rule(
         user = persona.user(user_id)
         with err_console.status("embedding…"):
             memory = user.add_rule(text, context=context)
-    if json_:
-        emit_json(memory.to_dict())
-    else:
-        console.print(f"added rule {memory.id} for {user.id}", highlight=False)
+    report(json_, memory.to_dict(), f"added rule {memory.id} for {user.id}")
 
 
 @app.command("delete-memory")
@@ -160,10 +158,11 @@ def delete_memory(
     """Delete one memory (rule, pair or edit) of a user."""
     with open_persona(ctx) as persona:
         existing_user(persona, user_id).delete_memory(memory_id)
-    if json_:
-        emit_json({"user_id": user_id, "deleted": memory_id})
-    else:
-        console.print(f"deleted memory {memory_id} of {user_id}", highlight=False)
+    report(
+        json_,
+        {"user_id": user_id, "deleted": memory_id},
+        f"deleted memory {memory_id} of {user_id}",
+    )
 
 
 @app.command()
@@ -180,10 +179,7 @@ def forget(
             err_console.print("aborted; nothing was deleted")
             raise typer.Exit(1)
         user.forget()
-    if json_:
-        emit_json({"user_id": user_id, "forgotten": True})
-    else:
-        console.print(f"forgot {user_id}", highlight=False)
+    report(json_, {"user_id": user_id, "forgotten": True}, f"forgot {user_id}")
 
 
 @app.command()

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from persona_sdk.cli.common import JsonOption, existing_user, open_persona
-from persona_sdk.cli.render import console, emit_json, err_console
+from persona_sdk.cli.render import console, emit_json, err_console, report
 from persona_sdk.errors import DataDirError, InvalidInputError
 
 
@@ -27,10 +27,7 @@ def register(app: typer.Typer) -> None:
         """Record that USER preferred one reply over another."""
         with open_persona(ctx) as persona:
             memory = persona.user(user_id).add_pair(prompt, chosen=chosen, rejected=rejected)
-        if json_:
-            emit_json(memory.to_dict())
-        else:
-            console.print(f"added pair {memory.id} for {user_id}", highlight=False)
+        report(json_, memory.to_dict(), f"added pair {memory.id} for {user_id}")
 
     @app.command("add-edit")
     def add_edit(

@@ -21,6 +21,14 @@ def emit_json(data: object) -> None:
     typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
+def report(as_json: bool, data: object, message: str) -> None:
+    """JSON for scripts, or one plain line for people."""
+    if as_json:
+        emit_json(data)
+    else:
+        console.print(message, highlight=False)
+
+
 def short(text: str | None, width: int = 80) -> str:
     text = " ".join((text or "").split())
     return text if len(text) <= width else text[: width - 1] + "…"

@@ -27,8 +27,8 @@ FORMAT = "persona-sdk/user"
 FORMAT_VERSION = 1
 MAX_SUPPORT = 10**9
 TEXT_FIELDS = ("text", "prompt", "chosen", "rejected", "context")
-FIELDS = (
-    "ref",
+# Fields copied as they are between a memory row and an export record.
+COPIED_FIELDS = (
     "kind",
     "source",
     *TEXT_FIELDS,
@@ -37,10 +37,9 @@ FIELDS = (
     "template",
     "valid_from",
     "valid_to",
-    "superseded_by",
-    "origin",
     "created_at",
 )
+FIELDS = ("ref", *COPIED_FIELDS, "superseded_by", "origin")
 
 
 def export_lines(persona: Persona, user_id: str) -> Iterator[str]:
@@ -194,20 +193,7 @@ def import_records(persona: Persona, user_id: str, records: list[dict]) -> list[
         ids: list[int] = []
         for record in records:
             context_vector = next(vectors)
-            row = {
-                k: record.get(k)
-                for k in (
-                    "kind",
-                    "source",
-                    *TEXT_FIELDS,
-                    "confidence",
-                    "support",
-                    "template",
-                    "valid_from",
-                    "valid_to",
-                    "created_at",
-                )
-            }
+            row = {k: record.get(k) for k in COPIED_FIELDS}
             if record["kind"] == "rule":
                 text_vector = next(vectors)
                 row["text_embedding"] = text_vector

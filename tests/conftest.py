@@ -73,6 +73,15 @@ def build_tiny_model(vocab_size: int, seed: int = 0):
     return LlamaForCausalLM(config).eval()
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny embedding batches: one thread is as fast, and far faster on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A saved tiny chat model: pass it as ``--model`` / ``model=`` like any local path."""
@@ -114,3 +123,16 @@ def snapshot(directory: Path) -> dict[str, str]:
         if path.is_file() and not path.name.endswith(("-wal", "-shm")):
             out[str(path.relative_to(directory))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
+
+
+def assert_error(result, *needles: str) -> str:
+    """A CLI result that failed as designed: exit 2, exactly one ``error:`` line on
+    stderr, nothing on stdout, no traceback; returns that line."""
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert result.stdout == "" and "Traceback" not in result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import snapshot
+from conftest import assert_error, snapshot
 from typer.testing import CliRunner
 
 from persona_sdk.cli.main import app
@@ -39,18 +39,6 @@ class Cli:
 
     def json(self, *args: str):
         return json.loads(self.ok(*args, "--json").stdout)
-
-
-def assert_error(result, *needles: str) -> str:
-    """Exit 2, exactly one ``error:`` line on stderr, nothing on stdout, no traceback."""
-    assert result.exit_code == 2, (result.output, result.exception)
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert result.stdout == "" and "Traceback" not in result.output
-    for needle in needles:
-        assert needle in lines[0]
-    return lines[0]
 
 
 @pytest.fixture

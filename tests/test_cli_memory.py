@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import snapshot
+from conftest import assert_error, snapshot
 from typer.testing import CliRunner
 
 from persona_sdk.cli.main import app
@@ -21,13 +20,7 @@ EMOJI_RESPONSE = (
 EMOJI_EDITED = "Congratulations on the new job, so happy for you and the team, see you Friday"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny embedding batches: one thread is as fast, and far faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Cli:
@@ -48,18 +41,6 @@ class Cli:
 
     def json(self, *args: str, data: Path | None = None):
         return json.loads(self.ok(*args, "--json", data=data).stdout)
-
-
-def assert_error(result, *needles: str) -> str:
-    """Exit 2, exactly one ``error:`` line on stderr, nothing on stdout, no traceback."""
-    assert result.exit_code == 2, (result.output, result.exception)
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert result.stdout == "" and "Traceback" not in result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture

@@ -5,21 +5,13 @@ retrieval of what edits taught. Real store, real MiniLM; no mocks."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 from persona_sdk import InvalidInputError, MemoryNotFoundError, RetrievalConfig
 from persona_sdk.memory.edits import TEMPLATES, analyse_edit, classify_rule, template_text
 from persona_sdk.memory.retrieval import Retriever
 from persona_sdk.style import STYLE_FEATURES
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny embedding batches: one thread is as fast, and far faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 EMOJI_RESPONSE = (

@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import snapshot
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -42,13 +41,7 @@ SQL_METAS = [SQL, "%", "_", '"', '50% off_the "best" \'; --']
 # -- helpers -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny embedding batches: one thread is as fast, and far faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def child_env() -> dict[str, str]:

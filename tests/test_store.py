@@ -153,3 +153,29 @@ def test_recreated_user_never_sees_a_forgotten_index(persona, tmp_path):
     # ``other`` cached eve's old index; the store-wide version makes it stale, not reused.
     assert [r.text for r in other.user("eve").explain("anything").rules] == ["new rule"]
     other.close()
+
+
+def test_a_version_1_store_is_migrated_and_backfilled(tmp_path, tiny_host, embedder):
+    from persona_sdk.memory.store import _MIGRATIONS
+
+    with sqlite3.connect(tmp_path / "persona.db") as conn:  # a store as version 1 wrote it
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        for statement in _MIGRATIONS[1]:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_version VALUES (1)")
+        conn.execute("INSERT INTO users (id, created_at, memory_version) VALUES ('old', 't', 1)")
+        conn.execute(
+            "INSERT INTO memories (user_id, kind, source, text, valid_from, embedding, created_at)"
+            " VALUES ('old', 'rule', 'stated', 'Use emojis.', '2026-01-01T00:00:00', ?, 't')",
+            (embedder.encode_one("Use emojis.").tobytes(),),
+        )
+    with Persona.open(tmp_path, model=tiny_host, embedder=embedder) as persona:
+        versions = persona.store.db.execute("SELECT version FROM schema_version").fetchall()
+        assert [v[0] for v in versions] == [1, 2]
+        assert persona.user("old").rules()[0].template is None  # new column, old row intact
+        report = persona.doctor()
+        assert report.ok and any(
+            c["check"] == "embeddings" and c["repaired"] for c in report.checks
+        )
+        # the backfilled text embedding lets consolidation see the old rule
+        assert persona.user("old").add_rule("Use emojis!").support == 2
