@@ -309,12 +309,6 @@ class MemoryStore:
         if not self.user_exists(user_id):
             raise UnknownUserError(f"unknown user {user_id!r}")
 
-    def ensure_user(self, user_id: str) -> None:
-        with self.transaction() as conn:
-            conn.execute(
-                "INSERT OR IGNORE INTO users (id, created_at) VALUES (?, ?)", (user_id, utc_now())
-            )
-
     def users(self) -> list[str]:
         return [row[0] for row in self.db.execute("SELECT id FROM users ORDER BY id")]
 
@@ -368,13 +362,11 @@ class MemoryStore:
         return Write(ids, session.previous_version, session.version)
 
     def get_memory(self, user_id: str, memory_id: int) -> Memory:
-        row = self.db.execute(
-            f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE id = ? AND user_id = ?",
-            (memory_id, user_id),
-        ).fetchone()
-        if row is None:
+        """One memory of the user (``MemoryNotFoundError`` otherwise)."""
+        found = self.memories(user_id, ids=[memory_id])
+        if not found:
             raise MemoryNotFoundError(f"user {user_id!r} has no memory {memory_id}")
-        return Memory(*row)
+        return found[0]
 
     def memories(
         self,
