@@ -58,15 +58,28 @@ class Outcome:
 
 
 class RuleSet:
-    """The user's valid rules, read once per write transaction and kept current while a
-    batch consolidates, so a batch of N rules costs one read instead of N, and lookups
-    by template or by text similarity do not scan every rule."""
+    """The user's valid rules as one write transaction sees them, kept current while a
+    batch consolidates: the rules are read once (or reused from the previous write of
+    this process, see :meth:`resume`), and the text-vector matrix is updated in place,
+    so consolidating one rule does not cost a pass over every stored rule."""
 
-    def __init__(self, session: UserWrite):
+    def __init__(self, session: UserWrite, rules: list[StoredRule] | None = None):
         self.session = session
-        self.rules: dict[int, StoredRule] = {r.memory.id: r for r in session.valid_rules()}
-        self._ids: list[int] = []
-        self._matrix: np.ndarray | None = None
+        self.version = session.starting_version()
+        self.rules: dict[int, StoredRule] = {}
+        self._row: dict[int, int] = {}  # memory id -> row of _matrix
+        self._row_ids: list[int] = []  # row -> memory id (-1: removed)
+        self._matrix = np.zeros((0, 0), dtype=np.float32)
+        for rule in session.valid_rules() if rules is None else rules:
+            self._put(rule)
+
+    @classmethod
+    def resume(cls, session: UserWrite, previous: RuleSet | None) -> RuleSet:
+        """Reuse ``previous`` when nobody wrote to the user since it was committed."""
+        if previous is not None and previous.version == session.starting_version():
+            previous.session = session
+            return previous
+        return cls(session)
 
     def with_template(self, template: str | None) -> list[StoredRule]:
         if template is None:
@@ -78,28 +91,41 @@ class RuleSet:
 
     def refresh(self, memory_id: int) -> None:
         """Re-read one rule after it was inserted or updated in this transaction."""
-        self.rules[memory_id] = self.session.stored_rule(memory_id)
-        self._matrix = None
+        self._put(self.session.stored_rule(memory_id))
 
     def remove(self, memory_id: int) -> None:
         self.rules.pop(memory_id, None)
-        self._matrix = None
+        row = self._row.pop(memory_id, None)
+        if row is not None:
+            self._matrix[row] = 0.0
+            self._row_ids[row] = -1
+
+    def _put(self, rule: StoredRule) -> None:
+        memory_id = rule.memory.id
+        self.rules[memory_id] = rule
+        if rule.text_vector is None:
+            return
+        row = self._row.get(memory_id)
+        if row is None:
+            row = len(self._row_ids)
+            if row == len(self._matrix):  # grow by doubling: amortised O(1) appends
+                grown = np.zeros((max(16, 2 * row), len(rule.text_vector)), dtype=np.float32)
+                if row:
+                    grown[:row] = self._matrix[:row]
+                self._matrix = grown
+            self._row[memory_id] = row
+            self._row_ids.append(memory_id)
+        self._matrix[row] = rule.text_vector
 
     def most_similar(self, vector: np.ndarray) -> tuple[StoredRule, float] | None:
         """The rule whose text is closest to ``vector`` (cosine), if any."""
-        if self._matrix is None:
-            with_vectors = [r for r in self.rules.values() if r.text_vector is not None]
-            self._ids = [r.memory.id for r in with_vectors]
-            self._matrix = (
-                np.stack([r.text_vector for r in with_vectors])
-                if with_vectors
-                else np.zeros((0, len(vector)), dtype=np.float32)
-            )
-        if not self._ids:
+        if not self._row:
             return None
-        sims = self._matrix @ vector
+        sims = self._matrix[: len(self._row_ids)] @ vector
         best = int(sims.argmax())
-        return self.rules[self._ids[best]], float(sims[best])
+        if self._row_ids[best] < 0:
+            return None  # every remaining row scores below a removed (zero) one
+        return self.rules[self._row_ids[best]], float(sims[best])
 
 
 def _same_scope(rule: NewRule, old: StoredRule, config: MemoryConfig) -> bool:
@@ -178,6 +204,7 @@ def consolidate(
     """Store ``rule`` consistently with the user's valid rules. Pass one :class:`RuleSet`
     for a whole batch so the valid rules are read once."""
     rules = RuleSet(session) if rules is None else rules
+    rules.session = session
     duplicate = _find_duplicate(rule, rules, config)
     if duplicate is not None:
         return _reinforce(session, rule, duplicate, rules, config)

@@ -196,6 +196,13 @@ class UserWrite:
             (*fields.values(), memory_id, self.user_id),
         )
 
+    def starting_version(self) -> int:
+        """The user's ``memory_version`` before this transaction's own writes."""
+        row = self.conn.execute(
+            "SELECT memory_version FROM users WHERE id = ?", (self.user_id,)
+        ).fetchone()
+        return row[0] if row else 0
+
     def valid_rules(self) -> list[StoredRule]:
         """The user's valid rules with their embeddings, inside this transaction."""
         return self._stored_rules("AND kind = 'rule' AND valid_to IS NULL", ())

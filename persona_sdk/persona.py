@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from persona_sdk.config import GenerationConfig, MemoryConfig, RetrievalConfig, 
 from persona_sdk.embedder import Embedder, load_embedder
 from persona_sdk.errors import InvalidInputError, StoreError
 from persona_sdk.generation import BatchGeneration, SamplingParams
-from persona_sdk.memory.consolidation import Outcome
+from persona_sdk.memory.consolidation import Outcome, RuleSet
 from persona_sdk.memory.doctor import DoctorReport
 from persona_sdk.memory.index import IndexManager
 from persona_sdk.memory.retrieval import RetrievedRule, Retriever
@@ -26,6 +27,7 @@ from persona_sdk.user import User
 from persona_sdk.validation import validate_int, validate_number, validate_user_id
 
 Prompt = str | Sequence[Message]
+RULE_SET_CACHE_USERS = 64  # users whose valid rules stay in memory between writes
 
 
 @dataclass
@@ -68,6 +70,7 @@ class Persona:
         self._embedder = embedder if isinstance(embedder, Embedder) else None
         self._indexes: IndexManager | None = None
         self._retriever: Retriever | None = None
+        self._rule_sets: dict[str, RuleSet] = {}
         atexit.register(self.close)
 
     @classmethod
@@ -145,6 +148,19 @@ class Persona:
         self.indexes.apply(user_id, write, add=searchable)
         return self.store.memories(user_id, ids=write.ids)
 
+    @contextlib.contextmanager
+    def _rule_write(self, user_id: str) -> Iterator[tuple[UserWrite, RuleSet]]:
+        """A user write transaction plus the user's valid rules, reused from this process's
+        previous write when nobody else wrote since (no re-read of every rule)."""
+        previous = self._rule_sets.pop(user_id, None)  # dropped if this write fails
+        with self.store.user_write(user_id) as session:
+            rules = RuleSet.resume(session, previous)
+            yield session, rules
+        rules.version = session.version
+        self._rule_sets[user_id] = rules
+        while len(self._rule_sets) > RULE_SET_CACHE_USERS:
+            self._rule_sets.pop(next(iter(self._rule_sets)))
+
     def _mirror(
         self,
         user_id: str,
@@ -207,6 +223,7 @@ class Persona:
         self.store.require_user(user_id)
         self.store.delete_user(user_id)
         self.indexes.drop(user_id)
+        self._rule_sets.pop(user_id, None)
         if self._retriever is not None:
             self._retriever.forget(user_id)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from persona_sdk.errors import InvalidInputError
-from persona_sdk.memory.consolidation import NewRule, Outcome, RuleSet, consolidate
+from persona_sdk.memory.consolidation import NewRule, Outcome, consolidate
 from persona_sdk.memory.edits import analyse_edit, classify_rule
 from persona_sdk.memory.retrieval import RetrievedRule
 from persona_sdk.memory.store import KINDS, SOURCES, Memory
@@ -132,8 +132,7 @@ class User:
             )
             for i, (text, context) in enumerate(specs)
         ]
-        with persona.store.user_write(self.id) as session:
-            rule_set = RuleSet(session)
+        with persona._rule_write(self.id) as (session, rule_set):
             outcomes = [consolidate(session, r, persona.memory, rule_set) for r in new_rules]
         persona._mirror(self.id, session, outcomes)
         ids = [o.rule_id for o in outcomes if o.rule_id is not None]
@@ -194,7 +193,7 @@ class User:
             [context] + [c.text for c in candidates] + ([phrase] if phrase else [])
         )
         context_vector = vectors[0]
-        with persona.store.user_write(self.id) as session:
+        with persona._rule_write(self.id) as (session, rule_set):
             edit_id = session.insert(
                 {
                     "kind": "edit",
@@ -243,11 +242,13 @@ class User:
                         edit_id,
                     )
                 )
-            rule_set = RuleSet(session)
             outcomes = [consolidate(session, r, persona.memory, rule_set) for r in rules]
         persona._mirror(self.id, session, outcomes, extra=[(edit_id, context_vector)])
-        stored = {m.id: m for m in persona.store.memories(self.id)}
-        learned = [stored[o.rule_id] for o in outcomes if o.rule_id is not None]
+        rule_ids = [o.rule_id for o in outcomes if o.rule_id is not None]
+        stored = {
+            m.id: m for m in persona.store.memories(self.id, ids=[edit_id, pair_id, *rule_ids])
+        }
+        learned = [stored[i] for i in rule_ids]
         return EditResult(stored[edit_id], stored[pair_id], learned, outcomes)
 
     # -- reading and deleting ------------------------------------------------------------
