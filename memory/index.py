@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -25,9 +26,20 @@ from persona_sdk.memory.store import MemoryStore, UserWrite, Write
 
 INDEX_DIRNAME = "indexes"
 
-# Every search here is one query over one user's small index: OpenMP threads only add
-# wake-up latency (measured 8 ms p50 vs 0.03 ms with one thread on a busy 2-core machine).
-faiss.omp_set_num_threads(1)
+
+def _single_threaded_faiss() -> None:
+    """Every search here is one query over one user's small index: OpenMP threads only add
+    wake-up latency (8 ms p50 vs 0.03 ms single-threaded on a busy 2-core machine). When
+    torch was imported first, FAISS and torch may share one OpenMP runtime; then torch's
+    own thread count wins, so embedding speed is never halved by this."""
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
+    faiss.omp_set_num_threads(1)
+    if torch is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+_single_threaded_faiss()
 
 
 def user_file_stem(user_id: str) -> str:

@@ -54,7 +54,8 @@ class Retriever:
         cached = self._globals.get(user_id)
         if cached is None or cached[0] != version:
             rows = self.store.db.execute(
-                "SELECT id, embedding FROM memories WHERE user_id = ? AND kind = 'rule' "
+                "SELECT id, embedding FROM memories INDEXED BY idx_memories_global_rules "
+                "WHERE user_id = ? AND kind = 'rule' "
                 "AND valid_to IS NULL AND context IS NULL AND embedding IS NOT NULL",
                 (user_id,),
             ).fetchall()

