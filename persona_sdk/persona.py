@@ -68,6 +68,7 @@ class Persona:
         self._host = model if isinstance(model, ModelHost) else None
         self._embedder_spec = embedder
         self._embedder = embedder if isinstance(embedder, Embedder) else None
+        self._embedder_checked = False
         self._indexes: IndexManager | None = None
         self._retriever: Retriever | None = None
         self._rule_sets: dict[str, RuleSet] = {}
@@ -114,14 +115,16 @@ class Persona:
         if self._embedder is None:
             spec = None if self._embedder_spec is None else str(self._embedder_spec)
             self._embedder = load_embedder(spec, self._device)
-        stored = self.store.get_meta("embedder")
-        if stored is None:
-            self.store.set_meta("embedder", self._embedder.identity)
-        elif stored != self._embedder.identity:
-            raise StoreError(
-                f"{self.data_dir} was built with embedder {stored}, not "
-                f"{self._embedder.identity}; open it with the same embedder"
-            )
+        if not self._embedder_checked:  # once per Persona, not on every encode
+            stored = self.store.get_meta("embedder")
+            if stored is None:
+                self.store.set_meta("embedder", self._embedder.identity)
+            elif stored != self._embedder.identity:
+                raise StoreError(
+                    f"{self.data_dir} was built with embedder {stored}, not "
+                    f"{self._embedder.identity}; open it with the same embedder"
+                )
+            self._embedder_checked = True
         return self._embedder
 
     @property

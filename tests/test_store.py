@@ -198,3 +198,12 @@ def test_valid_rules_are_reused_between_writes_unless_someone_else_wrote(
     texts = {r.text for r in user.rules()}
     assert texts == {"Cite your sources.", "Use emojis!"}
     assert reply is not None and reply.text == "Use emojis!"
+
+
+def test_a_store_refuses_another_embedder(persona, tiny_host, embedder):
+    persona.user("alice").add_rule("Use emojis.")
+    persona.store.set_meta("embedder", "some-other-model:768")  # as if built with another
+    reopened = Persona.open(persona.data_dir, model=tiny_host, embedder=embedder)
+    with pytest.raises(StoreError, match="built with embedder some-other-model:768"):
+        reopened.user("alice").explain("hello")
+    reopened.close()
