@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from persona_sdk.config import MemoryConfig
-from persona_sdk.memory.edits import opposite
+from persona_sdk.memory.edits import normalise_rule_text, opposite
 from persona_sdk.memory.store import StoredRule, UserWrite
 
 
@@ -142,14 +142,10 @@ def _find_duplicate(rule: NewRule, rules: RuleSet, config: MemoryConfig) -> Stor
         if same:
             return same[0]
     for old in rules.without_text_vector():  # stored before text embeddings existed
-        if _normalise(old.memory.text) == _normalise(rule.text):
+        if normalise_rule_text(old.memory.text) == normalise_rule_text(rule.text):
             return old
     nearest = rules.most_similar(rule.text_vector)  # stated wording matches by meaning
     return nearest[0] if nearest and nearest[1] >= config.duplicate_similarity else None
-
-
-def _normalise(text: str | None) -> str:
-    return " ".join((text or "").lower().split()).rstrip(".!")
 
 
 def _close(

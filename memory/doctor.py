@@ -35,10 +35,10 @@ class DoctorReport:
 
 def _missing_embeddings(persona: Persona, repair: bool, report: DoctorReport) -> None:
     store = persona.store
-    rows = store.db.execute(
+    rows = store.query(
         "SELECT id, user_id, kind, text, prompt, context FROM memories "
         "WHERE embedding IS NULL OR (kind = 'rule' AND text_embedding IS NULL)"
-    ).fetchall()
+    )
     if not rows:
         report.add("embeddings", "ok", "every memory has its embeddings")
         return
@@ -57,6 +57,8 @@ def _missing_embeddings(persona: Persona, repair: bool, report: DoctorReport) ->
                         memory_id,
                     ),
                 )
+            for user_id in {r[1] for r in rows}:  # other processes' caches must reload
+                store.bump_version(conn, user_id)
         for user_id in {r[1] for r in rows}:
             persona.indexes.refresh(user_id)
     report.add("embeddings", "missing", f"{len(rows)} memories lacked embeddings", repair)
@@ -66,9 +68,9 @@ def run_doctor(persona: Persona, repair: bool = True) -> DoctorReport:
     """Check the store, its embedder, every user's index and stray files."""
     report = DoctorReport()
     store = persona.store
-    integrity = store.db.execute("PRAGMA quick_check").fetchone()[0]
+    integrity = store.query("PRAGMA quick_check")[0][0]
     report.add("sqlite", "ok" if integrity == "ok" else "corrupt", integrity)
-    version = store.db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+    version = store.query("SELECT MAX(version) FROM schema_version")[0][0]
     report.add("schema", "ok" if version == SCHEMA_VERSION else "outdated", f"version {version}")
     report.add("embedder", "ok", persona.embedder.identity)  # raises StoreError on a mismatch
     _missing_embeddings(persona, repair, report)

@@ -54,6 +54,11 @@ def template_text(feature: str, direction: int) -> str:
     return more if direction > 0 else less
 
 
+def normalise_rule_text(text: str | None) -> str:
+    """Case, spacing and final punctuation folded: "Be brief." equals "be  brief"."""
+    return " ".join((text or "").lower().split()).rstrip(".!")
+
+
 def is_template(value: object) -> bool:
     """True for ``"feature:+"`` / ``"feature:-"`` of a known feature."""
     if not isinstance(value, str) or value.count(":") != 1:

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from persona_sdk.config import RetrievalConfig
-from persona_sdk.memory.edits import opposite
+from persona_sdk.memory.edits import normalise_rule_text, opposite
 from persona_sdk.memory.index import IndexManager
 from persona_sdk.memory.store import MemoryStore
 
@@ -33,10 +33,6 @@ class RetrievedRule:
         return {**asdict(self), "similarity": round(self.similarity, 4)}
 
 
-def _normalise(text: str) -> str:
-    return " ".join(text.lower().split()).rstrip(".!")
-
-
 class Retriever:
     """Picks the top-k valid rules of one user for a query vector."""
 
@@ -53,12 +49,12 @@ class Retriever:
         version = self.store.memory_version(user_id)
         cached = self._globals.get(user_id)
         if cached is None or cached[0] != version:
-            rows = self.store.db.execute(
+            rows = self.store.query(
                 "SELECT id, embedding FROM memories INDEXED BY idx_memories_global_rules "
                 "WHERE user_id = ? AND kind = 'rule' "
                 "AND valid_to IS NULL AND context IS NULL AND embedding IS NOT NULL",
                 (user_id,),
-            ).fetchall()
+            )
             ids = np.array([r[0] for r in rows], dtype=np.int64)
             vectors = (
                 np.stack([np.frombuffer(r[1], np.float32) for r in rows])
@@ -118,7 +114,7 @@ class Retriever:
             # words. A lower-ranked rule of the opposite template (an overridden global
             # preference, say) must not reach the prompt beside its exception.
             key = memory.template if memory.source != "stated" and memory.template else None
-            key = key or _normalise(memory.text or "")
+            key = key or normalise_rule_text(memory.text or "")
             if key in seen or (memory.template and f"not {memory.template}" in seen):
                 continue
             seen.add(key)

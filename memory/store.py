@@ -275,6 +275,12 @@ class MemoryStore:
                 raise
             conn.execute("COMMIT")
 
+    def query(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        """Run a read under the store lock: on this shared connection, a read that ran
+        while another thread's write transaction is open would see uncommitted rows."""
+        with self._lock:
+            return self.db.execute(sql, params).fetchall()
+
     def _migrate(self) -> None:
         with self.transaction() as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
@@ -299,8 +305,8 @@ class MemoryStore:
     # -- meta ----------------------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:
-        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
+        rows = self.query("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
 
     def set_meta(self, key: str, value: str) -> None:
         with self.transaction() as conn:
@@ -313,24 +319,20 @@ class MemoryStore:
     # -- users ---------------------------------------------------------------------------
 
     def user_exists(self, user_id: str) -> bool:
-        return (
-            self.db.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone() is not None
-        )
+        return bool(self.query("SELECT 1 FROM users WHERE id = ?", (user_id,)))
 
     def require_user(self, user_id: str) -> None:
         if not self.user_exists(user_id):
             raise UnknownUserError(f"unknown user {user_id!r}")
 
     def users(self) -> list[str]:
-        return [row[0] for row in self.db.execute("SELECT id FROM users ORDER BY id")]
+        return [row[0] for row in self.query("SELECT id FROM users ORDER BY id")]
 
     def memory_version(self, user_id: str) -> int:
-        row = self.db.execute(
-            "SELECT memory_version FROM users WHERE id = ?", (user_id,)
-        ).fetchone()
-        return row[0] if row else 0
+        rows = self.query("SELECT memory_version FROM users WHERE id = ?", (user_id,))
+        return rows[0][0] if rows else 0
 
-    def _bump_version(self, conn: sqlite3.Connection, user_id: str) -> tuple[int, int]:
+    def bump_version(self, conn: sqlite3.Connection, user_id: str) -> tuple[int, int]:
         """Give the user a fresh version inside the caller's transaction: (before, after)."""
         before = conn.execute(
             "SELECT memory_version FROM users WHERE id = ?", (user_id,)
@@ -346,9 +348,15 @@ class MemoryStore:
         with self.transaction() as conn:
             conn.execute("DELETE FROM memories WHERE user_id = ?", (user_id,))
             conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
-        with self._lock:
-            self.db.conn.execute("VACUUM")
-            self.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        try:
+            with self._lock:
+                self.db.conn.execute("VACUUM")
+                self.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError as exc:  # e.g. another process held a lock too long
+            raise StoreError(
+                f"{user_id!r} was deleted, but compacting the database failed ({exc}); "
+                "run `persona doctor` or forget again to finish wiping freed pages"
+            ) from exc
 
     # -- memories ------------------------------------------------------------------------
 
@@ -362,7 +370,7 @@ class MemoryStore:
                 (user_id, session.now),
             )
             yield session
-            session.previous_version, session.version = self._bump_version(conn, user_id)
+            session.previous_version, session.version = self.bump_version(conn, user_id)
 
     def add_memories(self, user_id: str, rows: Sequence[dict]) -> Write:
         """Insert memories for one user atomically; returns their ids in order.
@@ -405,11 +413,11 @@ class MemoryStore:
             where.append(f"origin_id IN ({', '.join('?' * len(origins))})")
             params.extend(int(i) for i in origins)
         sql = f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE {' AND '.join(where)} ORDER BY id"
-        return [Memory(*row) for row in self.db.execute(sql, params)]
+        return [Memory(*row) for row in self.query(sql, params)]
 
     def count_memories(self, user_id: str) -> dict[str, int]:
         counts = dict.fromkeys(KINDS, 0)
-        for kind, count in self.db.execute(
+        for kind, count in self.query(
             "SELECT kind, COUNT(*) FROM memories WHERE user_id = ? GROUP BY kind", (user_id,)
         ):
             counts[kind] = count
@@ -462,7 +470,7 @@ class MemoryStore:
             return {}
         marks = ", ".join("?" * len(ids))
         scope = f"AND ({RETRIEVABLE_SQL})" if retrievable_only else ""
-        rows = self.db.execute(
+        rows = self.query(
             f"SELECT id, embedding FROM memories WHERE user_id = ? AND id IN ({marks}) "
             f"AND embedding IS NOT NULL {scope}",
             (user_id, *ids),
@@ -471,23 +479,18 @@ class MemoryStore:
 
     def retrievable_embeddings(self, user_id: str) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) of every retrievable memory of the user, to (re)build its index."""
-        rows = self.db.execute(
-            f"SELECT id, embedding FROM memories WHERE user_id = ? AND ({RETRIEVABLE_SQL}) "
-            "AND embedding IS NOT NULL ORDER BY id",
-            (user_id,),
-        ).fetchall()
+        rows = self._retrievable(user_id, "id, embedding")
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         if not rows:
             return ids, np.zeros((0, 0), dtype=np.float32)
-        vectors = np.stack([from_blob(r[1]) for r in rows])
-        return ids, vectors
+        return ids, np.stack([from_blob(r[1]) for r in rows])
 
     def retrievable_ids(self, user_id: str) -> list[int]:
-        return [
-            row[0]
-            for row in self.db.execute(
-                f"SELECT id FROM memories WHERE user_id = ? AND ({RETRIEVABLE_SQL}) "
-                "AND embedding IS NOT NULL ORDER BY id",
-                (user_id,),
-            )
-        ]
+        return [row[0] for row in self._retrievable(user_id, "id")]
+
+    def _retrievable(self, user_id: str, columns: str) -> list[tuple]:
+        return self.query(
+            f"SELECT {columns} FROM memories WHERE user_id = ? AND ({RETRIEVABLE_SQL}) "
+            "AND embedding IS NOT NULL ORDER BY id",
+            (user_id,),
+        )

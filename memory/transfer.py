@@ -190,6 +190,8 @@ def import_records(persona: Persona, user_id: str, records: list[dict]) -> list[
             to_embed.append(record["text"])
     vectors = iter(persona.embedder.encode(to_embed))
     with persona.store.user_write(user_id) as session:
+        if session.starting_version() != 0:  # created meanwhile by another writer: no merge
+            raise InvalidInputError(f"user {user_id!r} already exists; import under another id")
         ids: list[int] = []
         for record in records:
             context_vector = next(vectors)

@@ -224,11 +224,14 @@ class Persona:
 
     def _forget(self, user_id: str) -> None:
         self.store.require_user(user_id)
-        self.store.delete_user(user_id)
+        # Derived state goes first: whatever happens to the database step, no index file
+        # or cache keeps the user's vectors.
         self.indexes.drop(user_id)
         self._rule_sets.pop(user_id, None)
         if self._retriever is not None:
             self._retriever.forget(user_id)
+        self.store.delete_user(user_id)
+        self.indexes.drop(user_id)  # a flush racing with us may have rewritten the file
 
     # -- generation ----------------------------------------------------------------------
 
