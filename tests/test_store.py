@@ -207,3 +207,42 @@ def test_a_store_refuses_another_embedder(persona, tiny_host, embedder):
     with pytest.raises(StoreError, match="built with embedder some-other-model:768"):
         reopened.user("alice").explain("hello")
     reopened.close()
+
+
+def test_other_threads_never_read_an_uncommitted_write(persona, embedder):
+    import threading
+
+    user = persona.user("alice")
+    user.add_rule("Always answer in French.")
+    seen: dict[str, list[str]] = {}
+    reader = threading.Thread(
+        target=lambda: seen.setdefault("rules", [r.text for r in user.explain("hello").rules])
+    )
+    vector = embedder.encode_one("Sign every reply as Bob.")
+    with pytest.raises(RuntimeError), persona.store.user_write("alice") as session:
+        session.insert(
+            {
+                "kind": "rule",
+                "text": "Sign every reply as Bob.",
+                "embedding": vector,
+                "text_embedding": vector,
+            }
+        )
+        reader.start()  # it waits for the store lock instead of reading our open transaction
+        raise RuntimeError("roll back")
+    reader.join(timeout=30)
+    assert seen["rules"] == ["Always answer in French."]
+    assert [r.text for r in user.explain("hello").rules] == ["Always answer in French."]
+
+
+def test_doctor_repairs_are_seen_by_other_processes_caches(persona, tiny_host, embedder):
+    user = persona.user("alice")
+    user.add_rule("Always answer in French.")
+    user.add_rule("Never use emojis.")
+    with persona.store.transaction() as conn:  # a rule loses its embeddings
+        conn.execute("UPDATE memories SET embedding = NULL, text_embedding = NULL WHERE id = 2")
+    other = Persona.open(persona.data_dir, model=tiny_host, embedder=embedder)
+    assert len(other.user("alice").explain("hello").rules) == 1  # caches filled without it
+    assert persona.doctor().ok
+    assert len(other.user("alice").explain("hello").rules) == 2  # the repair bumped the version
+    other.close()
