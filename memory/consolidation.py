@@ -99,6 +99,15 @@ class RuleSet:
         if row is not None:
             self._matrix[row] = 0.0
             self._row_ids[row] = -1
+            if len(self._row_ids) > 64 and len(self._row) < len(self._row_ids) // 2:
+                self._compact()
+
+    def _compact(self) -> None:
+        """Drop the rows of removed rules once they are the majority."""
+        live = [i for i in self._row_ids if i >= 0]
+        self._matrix = self._matrix[[self._row[i] for i in live]]
+        self._row_ids = live
+        self._row = {memory_id: row for row, memory_id in enumerate(live)}
 
     def _put(self, rule: StoredRule) -> None:
         memory_id = rule.memory.id

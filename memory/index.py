@@ -119,10 +119,11 @@ class UserIndex:
 class IndexManager:
     """Keeps each user's index in step with SQLite, in memory and on disk."""
 
-    def __init__(self, store: MemoryStore, dim: int):
+    def __init__(self, store: MemoryStore, dim: int, max_cached: int = 256):
         self.store = store
         self.dim = dim
         self.directory = store.data_dir / INDEX_DIRNAME
+        self.max_cached = max_cached  # users whose index stays in memory
         self._cache: dict[str, tuple[int, UserIndex]] = {}
         self._dirty: set[str] = set()
         self._lock = threading.RLock()
@@ -140,7 +141,7 @@ class IndexManager:
             if cached is not None and cached[0] == version:
                 return cached[1]
             index = self._load(user_id, version) or self._rebuild(user_id)
-            self._cache[user_id] = (version, index)
+            self._remember(user_id, version, index)
             return index
 
     def apply(
@@ -163,7 +164,7 @@ class IndexManager:
                 cached = None if index is None else (previous, index)
             if cached is None or cached[0] != previous:
                 # Another writer moved SQLite on since our copy: rebuild, which includes this write.
-                self._cache[user_id] = (write.version, self._rebuild(user_id))
+                self._remember(user_id, write.version, self._rebuild(user_id))
                 return
             index = cached[1]
             if remove:
@@ -172,7 +173,7 @@ class IndexManager:
                 index.add(
                     np.array([i for i, _ in add], dtype=np.int64), np.stack([v for _, v in add])
                 )
-            self._cache[user_id] = (write.version, index)
+            self._remember(user_id, write.version, index)
             self._dirty.add(user_id)
 
     def _load(self, user_id: str, version: int, check_ids: bool = True) -> UserIndex | None:
@@ -206,23 +207,38 @@ class IndexManager:
         """Write every changed index to disk atomically, with its manifest."""
         with self._lock:
             for user_id in sorted(self._dirty):
-                cached = self._cache.get(user_id)
-                # Only a current index is written: never resurrect a forgotten user's vectors.
-                if cached is None or cached[0] != self.store.memory_version(user_id):
-                    continue
-                version, index = cached
-                self.directory.mkdir(parents=True, exist_ok=True)
-                index_path, manifest_path = self.paths(user_id)
-                data = index.to_bytes()
-                _atomic_write(index_path, data)
-                manifest = {
-                    "version": version,
-                    "dim": self.dim,
-                    "count": index.size,
-                    "sha256": hashlib.sha256(data).hexdigest(),
-                }
-                _atomic_write(manifest_path, json.dumps(manifest).encode())
+                self._write(user_id)
             self._dirty.clear()
+
+    def _write(self, user_id: str) -> None:
+        cached = self._cache.get(user_id)
+        # Only a current index is written: never resurrect a forgotten user's vectors.
+        if cached is None or cached[0] != self.store.memory_version(user_id):
+            return
+        version, index = cached
+        self.directory.mkdir(parents=True, exist_ok=True)
+        index_path, manifest_path = self.paths(user_id)
+        data = index.to_bytes()
+        _atomic_write(index_path, data)
+        manifest = {
+            "version": version,
+            "dim": self.dim,
+            "count": index.size,
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+        _atomic_write(manifest_path, json.dumps(manifest).encode())
+
+    def _remember(self, user_id: str, version: int, index: UserIndex) -> None:
+        """Cache an index as most recently used; the least recent beyond the bound are
+        saved if changed, then dropped (memory stays bounded with many users)."""
+        self._cache.pop(user_id, None)
+        self._cache[user_id] = (version, index)
+        while len(self._cache) > self.max_cached:
+            oldest = next(iter(self._cache))
+            if oldest in self._dirty:
+                self._write(oldest)
+                self._dirty.discard(oldest)
+            del self._cache[oldest]
 
     def refresh(self, user_id: str) -> UserIndex:
         """Forget the cached copy and load or rebuild the user's index from SQLite."""

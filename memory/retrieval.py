@@ -43,6 +43,7 @@ class Retriever:
         # user -> (memory_version, ids, vectors) of their global rules: reads far outnumber
         # writes in a chat app, so these are read from SQLite once per version, not per query.
         self._globals: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
+        self.max_cached = 1024
 
     def _global_rules(self, user_id: str, query: np.ndarray, limit: int) -> dict[int, float]:
         """The ``limit`` global rules most similar to ``query``."""
@@ -61,7 +62,10 @@ class Retriever:
                 if rows
                 else np.zeros((0, len(query)), dtype=np.float32)
             )
+            self._globals.pop(user_id, None)
             cached = self._globals[user_id] = (version, ids, vectors)
+            while len(self._globals) > self.max_cached:  # least recently loaded goes first
+                self._globals.pop(next(iter(self._globals)))
         _, ids, vectors = cached
         if not len(ids):
             return {}

@@ -246,3 +246,16 @@ def test_doctor_repairs_are_seen_by_other_processes_caches(persona, tiny_host, e
     assert persona.doctor().ok
     assert len(other.user("alice").explain("hello").rules) == 2  # the repair bumped the version
     other.close()
+
+
+def test_index_cache_is_bounded_and_saves_what_it_evicts(tmp_path):
+    store = MemoryStore(tmp_path)
+    manager = IndexManager(store, dim=8, max_cached=2)
+    for n, user in enumerate(("a", "b", "c")):
+        write = store.add_memories(user, [rule(f"{user} rule", n)])
+        manager.apply(user, write, add=[(write.ids[0], unit(n))])
+    assert list(manager._cache) == ["b", "c"]  # "a" was least recently used
+    assert manager.inspect("a") == "ok"  # and was saved before it was dropped
+    rebuilds = manager.rebuilds
+    assert manager.get("a").ids() == [1] and manager.rebuilds == rebuilds  # loaded, not rebuilt
+    assert list(manager._cache) == ["c", "a"]
