@@ -119,11 +119,11 @@ class UserIndex:
 class IndexManager:
     """Keeps each user's index in step with SQLite, in memory and on disk."""
 
-    def __init__(self, store: MemoryStore, dim: int, max_cached: int = 256):
+    def __init__(self, store: MemoryStore, dim: int, max_cached_bytes: int = 2 << 30):
         self.store = store
         self.dim = dim
         self.directory = store.data_dir / INDEX_DIRNAME
-        self.max_cached = max_cached  # users whose index stays in memory
+        self.max_cached_bytes = max_cached_bytes  # vectors kept in memory across users
         self._cache: dict[str, tuple[int, UserIndex]] = {}
         self._dirty: set[str] = set()
         self._lock = threading.RLock()
@@ -228,12 +228,15 @@ class IndexManager:
         }
         _atomic_write(manifest_path, json.dumps(manifest).encode())
 
+    def _cached_bytes(self) -> int:
+        return sum(index.size for _, index in self._cache.values()) * self.dim * 4
+
     def _remember(self, user_id: str, version: int, index: UserIndex) -> None:
-        """Cache an index as most recently used; the least recent beyond the bound are
-        saved if changed, then dropped (memory stays bounded with many users)."""
+        """Cache an index as most recently used; beyond the memory budget the least recent
+        are saved if changed, then dropped (2 GiB holds 1M MiniLM vectors)."""
         self._cache.pop(user_id, None)
         self._cache[user_id] = (version, index)
-        while len(self._cache) > self.max_cached:
+        while len(self._cache) > 1 and self._cached_bytes() > self.max_cached_bytes:
             oldest = next(iter(self._cache))
             if oldest in self._dirty:
                 self._write(oldest)

@@ -250,7 +250,7 @@ def test_doctor_repairs_are_seen_by_other_processes_caches(persona, tiny_host, e
 
 def test_index_cache_is_bounded_and_saves_what_it_evicts(tmp_path):
     store = MemoryStore(tmp_path)
-    manager = IndexManager(store, dim=8, max_cached=2)
+    manager = IndexManager(store, dim=8, max_cached_bytes=2 * 8 * 4)  # two one-vector indexes
     for n, user in enumerate(("a", "b", "c")):
         write = store.add_memories(user, [rule(f"{user} rule", n)])
         manager.apply(user, write, add=[(write.ids[0], unit(n))])
