@@ -10,7 +10,6 @@ one transaction.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -18,7 +17,14 @@ from typing import TYPE_CHECKING
 from persona_sdk.errors import InvalidInputError
 from persona_sdk.memory.edits import is_template
 from persona_sdk.memory.store import KINDS, SOURCES
-from persona_sdk.validation import MAX_RULE_CHARS, MAX_TEXT_CHARS, validate_text, validate_user_id
+from persona_sdk.validation import (
+    MAX_RULE_CHARS,
+    MAX_TEXT_CHARS,
+    validate_int,
+    validate_number,
+    validate_text,
+    validate_user_id,
+)
 
 if TYPE_CHECKING:
     from persona_sdk.persona import Persona
@@ -110,21 +116,14 @@ def _check_record(record: object, line: int, count: int) -> dict:
     needed = ("text",) if out["kind"] == "rule" else ("prompt", "chosen", "rejected")
     if any(out.get(f) is None for f in needed):
         raise _fail(line, f"a {out['kind']} needs {', '.join(needed)}")
-    confidence, support = out.get("confidence", 1.0), out.get("support", 1)
-    if (
-        isinstance(confidence, bool)
-        or not isinstance(confidence, (int, float))
-        or not (math.isfinite(confidence) and 0.0 <= confidence <= 1.0)
-    ):
-        raise _fail(line, f"confidence must be a finite number in [0, 1], got {confidence!r}")
-    if isinstance(support, bool) or not isinstance(support, int) or not 1 <= support <= MAX_SUPPORT:
-        raise _fail(line, f"support must be an integer from 1 to {MAX_SUPPORT}, got {support!r}")
-    for field in ("superseded_by", "origin"):
-        ref = out.get(field)
-        if ref is not None and (
-            isinstance(ref, bool) or not isinstance(ref, int) or not 1 <= ref <= count
-        ):
-            raise _fail(line, f"{field} must be the ref of a memory in this file")
+    try:  # the same checks as the API's, with the line number added
+        confidence = validate_number(out.get("confidence", 1.0), "confidence", low=0.0, high=1.0)
+        support = validate_int(out.get("support", 1), "support", low=1, high=MAX_SUPPORT)
+        for field in ("superseded_by", "origin"):
+            if out.get(field) is not None:
+                validate_int(out[field], f"{field} (a ref in this file)", low=1, high=count)
+    except InvalidInputError as exc:
+        raise _fail(line, str(exc)) from exc
     if out.get("template") is not None and not is_template(out["template"]):
         raise _fail(
             line,
@@ -138,7 +137,7 @@ def _check_record(record: object, line: int, count: int) -> dict:
     out["valid_from"] = _timestamp(out.get("valid_from"), line, "valid_from")
     out["created_at"] = _timestamp(out.get("created_at"), line, "created_at")
     out["valid_to"] = _timestamp(out.get("valid_to"), line, "valid_to", optional=True)
-    out["confidence"], out["support"] = float(confidence), support
+    out["confidence"], out["support"] = confidence, support
     return out
 
 
