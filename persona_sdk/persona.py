@@ -267,11 +267,9 @@ class Persona:
 
     def _request(self, user_id: str, prompt: Prompt, params: SamplingParams) -> _Request:
         user_id = validate_user_id(user_id)
-        messages = normalise_messages(prompt)
         start = time.perf_counter()
-        rules = self._retrieve(user_id, retrieval_query(messages))
+        full, rules = self._personalized_messages(user_id, prompt)
         retrieve_ms = (time.perf_counter() - start) * 1000
-        full = build_messages(messages, rules, self.generation.system_prompt)
         token_ids = self.host.chat_ids(full)
         if len(token_ids) + params.max_new_tokens > self.host.max_context:
             raise InvalidInputError(
@@ -352,6 +350,12 @@ class Persona:
 
     def prompt_for(self, user_id: str, prompt: Prompt) -> list[Message]:
         """The exact messages the model would see for this request (for debugging)."""
+        return self._personalized_messages(validate_user_id(user_id), prompt)[0]
+
+    def _personalized_messages(
+        self, user_id: str, prompt: Prompt
+    ) -> tuple[list[Message], list[RetrievedRule]]:
+        """The request's messages with the user's retrieved rules in the system prompt."""
         messages = normalise_messages(prompt)
-        rules = self._retrieve(validate_user_id(user_id), retrieval_query(messages))
-        return build_messages(messages, rules, self.generation.system_prompt)
+        rules = self._retrieve(user_id, retrieval_query(messages))
+        return build_messages(messages, rules, self.generation.system_prompt), rules
