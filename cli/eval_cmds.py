@@ -10,7 +10,23 @@ from rich.table import Table
 
 from persona_sdk.cli.common import JsonOption
 from persona_sdk.cli.render import console, emit_json, err_console
-from persona_sdk.validation import validate_int
+from persona_sdk.errors import InvalidInputError
+from persona_sdk.validation import validate_int, validate_number
+
+COLUMNS = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+
+
+def parse_shots(text: str) -> tuple[int, ...]:
+    """``"1,2,4"`` → ``(1, 2, 4)``; each between 1 and 256."""
+    try:
+        shots = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+    except ValueError:
+        raise InvalidInputError(
+            f"--shots must be integers separated by commas, not {text!r}"
+        ) from None
+    if not shots or shots[0] < 1 or shots[-1] > 256:
+        raise InvalidInputError("--shots must list numbers between 1 and 256")
+    return shots
 
 
 def register(app: typer.Typer) -> None:
@@ -32,21 +48,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """PRELUDE-style edit-cost loop: no learning vs rules only vs oracle."""
         from persona_sdk.evals.edits import CONDITIONS, run_edit_eval
-        from persona_sdk.evals.plots import plot_edit_costs
+        from persona_sdk.evals.plots import plot_edit_costs, png_path
 
         validate_int(users, "users", low=1, high=1000)
         validate_int(rounds, "rounds", low=1, high=1000)
-        if plot is not None and plot.suffix.lower() != ".png":
-            from persona_sdk.errors import InvalidInputError
-
-            raise InvalidInputError(f"--plot must name a .png file, got {plot.name!r}")
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-        )
-        with Progress(*columns, console=err_console) as progress:
+        if plot is not None:
+            png_path(plot)
+        with Progress(*COLUMNS, console=err_console) as progress:
             task = progress.add_task("edit-cost rounds", total=rounds)
             result = run_edit_eval(
                 users,
@@ -78,5 +86,56 @@ def register(app: typer.Typer) -> None:
             f"{summary['rules_only_over_no_learning']:.0%} of no learning, oracle "
             f"{summary['oracle_over_no_learning']:.0%}."
         )
+        if plot is not None:
+            err_console.print(f"plot written to {plot}")
+
+    @evaluation.command("reward")
+    def reward(
+        ctx: typer.Context,
+        users: int = typer.Option(50, help="Unseen simulated users per seed."),
+        shots: str = typer.Option("1,2,4,8,16", help="Pairs per new user, comma-separated."),
+        seeds: int = typer.Option(5, help="Independent populations and prompt splits."),
+        seen_users: int = typer.Option(200, help="Population users the basis is fit on."),
+        indifference: float = typer.Option(
+            0.5, help="Share of random pairs each simulated user has no preference on (skips)."
+        ),
+        plot: Path = typer.Option(None, "--plot", help="Write accuracy vs shots to this PNG."),
+        json_: bool = JsonOption,
+    ) -> None:
+        """Few-shot reward accuracy for unseen users: SDK vs baselines, active vs random."""
+        from persona_sdk.evals.plots import plot_reward_accuracy, png_path
+        from persona_sdk.evals.reward import LABELS, RewardEvalConfig, run_reward_eval
+        from persona_sdk.reward_pool import RewardWorld
+
+        config = RewardEvalConfig(
+            users=validate_int(users, "users", low=1, high=10_000),
+            seen_users=validate_int(seen_users, "seen-users", low=2, high=100_000),
+            seeds=validate_int(seeds, "seeds", low=1, high=100),
+            shots=parse_shots(shots),
+            indifference=validate_number(indifference, "indifference", low=0.0, high=0.95),
+        )
+        if plot is not None:
+            png_path(plot)
+        with ctx.obj.open() as persona, Progress(*COLUMNS, console=err_console) as progress:
+            task = progress.add_task("featurizing the response pool", total=None)
+            world = RewardWorld.build(persona.rewards.featurizer)
+            progress.update(task, total=1, completed=1)
+            task = progress.add_task("unseen users", total=config.users * config.seeds)
+            result = run_reward_eval(world, config, lambda n: progress.advance(task, n))
+        if plot is not None:
+            plot_reward_accuracy(result, plot)
+        if json_:
+            emit_json(result.to_dict())
+            return
+        table = Table(title=f"held-out accuracy (%), {config.users} unseen users × "
+                      f"{config.seeds} seeds, ±95% CI")  # fmt: skip
+        table.add_column("method")
+        for n in result.shots:
+            table.add_column(f"{n} shots", justify="right")
+        for method, label in LABELS.items():
+            cells = [f"{100 * a:.1f} ± {100 * c:.1f}"
+                     for a, c in zip(result.accuracy[method], result.ci95[method])]  # fmt: skip
+            table.add_row(label, *cells)
+        console.print(table)
         if plot is not None:
             err_console.print(f"plot written to {plot}")

@@ -8,7 +8,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from persona_sdk.cli import eval_cmds, memory_cmds
+from persona_sdk.cli import eval_cmds, memory_cmds, reward_cmds
 from persona_sdk.cli.common import JsonOption, Settings, existing_user, open_persona
 from persona_sdk.cli.render import (
     console,
@@ -18,6 +18,7 @@ from persona_sdk.cli.render import (
     report,
     rules_table,
     used_rules_table,
+    weight_bars,
 )
 from persona_sdk.config import default_data_dir
 from persona_sdk.errors import PersonaError
@@ -91,12 +92,14 @@ def users(ctx: typer.Context, json_: bool = JsonOption) -> None:
 def show(
     ctx: typer.Context, user_id: str = typer.Argument(..., metavar="USER"), json_: bool = JsonOption
 ) -> None:
-    """Show everything stored for a user: rules (with history), pairs and edits."""
+    """Show everything stored for a user: rules (with history), pairs, edits, and their
+    reward weights as bars."""
     with open_persona(ctx) as persona:
         user = existing_user(persona, user_id)
         rules = user.rules(include_superseded=True)
         others = [m for m in user.memories() if m.kind != "rule"]
         counts = persona.store.count_memories(user.id)
+        profile = user.reward_profile()
     if json_:
         emit_json(
             {
@@ -104,6 +107,7 @@ def show(
                 "counts": counts,
                 "rules": [r.to_dict() for r in rules],
                 "memories": [m.to_dict() for m in others],
+                "reward": profile.to_dict(),
             }
         )
         return
@@ -114,6 +118,7 @@ def show(
     console.print(rules_table(rules, "rules"))
     if others:
         console.print(memories_table(others, "pairs and edits"))
+    console.print(weight_bars(profile))
 
 
 @app.command()
@@ -291,6 +296,7 @@ def demo(
 
 
 memory_cmds.register(app)
+reward_cmds.register(app)
 eval_cmds.register(app)
 
 

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from persona_sdk.memory.retrieval import RetrievedRule
 from persona_sdk.memory.store import Memory
+from persona_sdk.reward import RewardProfile
 
 console = Console()
 err_console = Console(stderr=True)
@@ -75,4 +76,20 @@ def used_rules_table(rules: list[RetrievedRule], title: str = "rules used") -> T
     for rule in rules:
         why = "applies everywhere" if rule.is_global else f"context: {rule.context}"
         table.add_row(str(rule.id), rule.text, f"{rule.similarity:.3f}", why)
+    return table
+
+
+def weight_bars(profile: RewardProfile, width: int = 16) -> Table:
+    """Axis weights as bars centred on zero (left: less of the axis, right: more)."""
+    peak = max([abs(w) for w in profile.weights] + [1e-9])
+    state = f"{profile.n_pairs} pairs" if profile.personalized else "population default"
+    table = Table(title=f"reward weights of {profile.user_id} ({state})", title_justify="left")
+    table.add_column("axis")
+    table.add_column("weight", no_wrap=True)
+    table.add_column("value", justify="right")
+    for name, w, s in zip(profile.axes, profile.weights, profile.std):
+        cells = round(abs(w) / peak * width)
+        left = " " * (width - cells) + "█" * cells if w < 0 else " " * width
+        right = "█" * cells + " " * (width - cells) if w > 0 else " " * width
+        table.add_row(name, f"[red]{left}[/]│[green]{right}[/]", f"{w:+.2f} ± {s:.2f}")
     return table

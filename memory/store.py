@@ -21,7 +21,7 @@ import sqlite_utils
 
 from persona_sdk.errors import DataDirError, MemoryNotFoundError, StoreError, UnknownUserError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 KINDS = ("rule", "pair", "edit")
 SOURCES = ("stated", "inferred", "onboarding")
 DB_FILENAME = "persona.db"
@@ -74,6 +74,17 @@ _MIGRATIONS: dict[int, list[str]] = {
         # Retrieval reloads a user's global rules after each write: read only those rows.
         "CREATE INDEX idx_memories_global_rules ON memories (user_id) "
         "WHERE kind = 'rule' AND valid_to IS NULL AND context IS NULL",
+    ],
+    4: [
+        # Derived and rebuildable: each pair's feature difference φ(chosen) − φ(rejected)
+        # under one featurizer, so refitting a user's reward weights never re-embeds.
+        """CREATE TABLE pair_features (
+            memory_id INTEGER PRIMARY KEY REFERENCES memories(id) ON DELETE CASCADE,
+            user_id TEXT NOT NULL,
+            featurizer TEXT NOT NULL,
+            z BLOB NOT NULL
+        )""",
+        "CREATE INDEX idx_pair_features_user ON pair_features (user_id)",
     ],
 }
 
@@ -346,6 +357,7 @@ class MemoryStore:
     def delete_user(self, user_id: str) -> None:
         """Delete the user's rows, then VACUUM so no deleted text survives in free pages."""
         with self.transaction() as conn:
+            conn.execute("DELETE FROM pair_features WHERE user_id = ?", (user_id,))
             conn.execute("DELETE FROM memories WHERE user_id = ?", (user_id,))
             conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
         try:

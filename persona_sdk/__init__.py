@@ -9,15 +9,19 @@ Start with :class:`Persona`::
     print(p.generate("alice", "Why is the sky blue?").text)
 """
 
+from persona_sdk.basis import RewardBasis
 from persona_sdk.config import GenerationConfig, RetrievalConfig
 from persona_sdk.errors import (
+    BasisError,
     DataDirError,
+    FeaturizerMismatchError,
     GenerationError,
     InvalidInputError,
     InvalidUserIdError,
     MemoryNotFoundError,
     ModelLoadError,
     PersonaError,
+    PopulationDataError,
     StoreError,
     UnknownUserError,
 )
@@ -25,13 +29,16 @@ from persona_sdk.memory.retrieval import RetrievedRule
 from persona_sdk.memory.store import Memory
 from persona_sdk.persona import Persona
 from persona_sdk.reply import Reply, ReplyStream
+from persona_sdk.reward import Question, RewardProfile
 from persona_sdk.user import Explanation, User
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BasisError",
     "DataDirError",
     "Explanation",
+    "FeaturizerMismatchError",
     "GenerationConfig",
     "GenerationError",
     "InvalidInputError",
@@ -41,10 +48,14 @@ __all__ = [
     "ModelLoadError",
     "Persona",
     "PersonaError",
+    "PopulationDataError",
+    "Question",
     "Reply",
     "ReplyStream",
     "RetrievalConfig",
     "RetrievedRule",
+    "RewardBasis",
+    "RewardProfile",
     "StoreError",
     "UnknownUserError",
     "User",

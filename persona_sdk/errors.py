@@ -45,3 +45,15 @@ class ModelLoadError(PersonaError):
 
 class GenerationError(PersonaError):
     """Generation failed for a reason other than bad input."""
+
+
+class BasisError(PersonaError):
+    """A reward basis file is missing, corrupt, truncated, or was fit for another featurizer."""
+
+
+class FeaturizerMismatchError(BasisError):
+    """A reward basis is used with a featurizer other than the one it was fit with."""
+
+
+class PopulationDataError(InvalidInputError):
+    """A population file for ``persona basis fit`` has missing fields or unusable users."""

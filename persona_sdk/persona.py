@@ -11,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+from persona_sdk.basis import RewardBasis
 from persona_sdk.config import GenerationConfig, MemoryConfig, RetrievalConfig, default_data_dir
 from persona_sdk.embedder import Embedder, load_embedder
 from persona_sdk.errors import InvalidInputError, StoreError
+from persona_sdk.features import Featurizer
 from persona_sdk.generation import BatchGeneration, SamplingParams
 from persona_sdk.memory.consolidation import Outcome, RuleSet
 from persona_sdk.memory.doctor import DoctorReport
@@ -23,6 +25,7 @@ from persona_sdk.memory.store import Memory, MemoryStore, UserWrite
 from persona_sdk.models import Message, ModelHost, load_model
 from persona_sdk.prompting import build_messages, normalise_messages, retrieval_query
 from persona_sdk.reply import Reply, ReplyStream
+from persona_sdk.reward import Rewards
 from persona_sdk.user import User
 from persona_sdk.validation import validate_int, validate_number, validate_user_id
 
@@ -58,6 +61,8 @@ class Persona:
         retrieval: RetrievalConfig | None = None,
         generation: GenerationConfig | None = None,
         memory: MemoryConfig | None = None,
+        basis: RewardBasis | str | Path | None = None,
+        featurizer: Featurizer | None = None,
     ):
         self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
         self.store = MemoryStore(self.data_dir)
@@ -72,6 +77,7 @@ class Persona:
         self._indexes: IndexManager | None = None
         self._retriever: Retriever | None = None
         self._rule_sets: dict[str, RuleSet] = {}
+        self.rewards = Rewards(self, basis, featurizer)
         atexit.register(self.close)
 
     @classmethod
@@ -79,8 +85,10 @@ class Persona:
         """Open (or create) a data directory: ``$PERSONA_HOME`` or ``~/.persona`` by default.
 
         Keyword arguments: ``model`` (HF id, local path, or a loaded ``ModelHost``),
-        ``embedder`` (sentence-transformers id or path), ``device``, ``dtype``, and the
-        ``retrieval``, ``generation`` and ``memory`` configs.
+        ``embedder`` (sentence-transformers id or path), ``device``, ``dtype``, the
+        ``retrieval``, ``generation`` and ``memory`` configs, and the reward ``basis`` (a
+        file or :class:`RewardBasis`; default: the data dir's ``basis.npz`` from
+        ``persona basis fit``, else the shipped one) with its ``featurizer``.
         """
         return cls(data_dir, **kwargs)
 
@@ -228,6 +236,7 @@ class Persona:
         # or cache keeps the user's vectors.
         self.indexes.drop(user_id)
         self._rule_sets.pop(user_id, None)
+        self.rewards.forget(user_id)
         if self._retriever is not None:
             self._retriever.forget(user_id)
         self.store.delete_user(user_id)

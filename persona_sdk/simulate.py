@@ -30,9 +30,10 @@ from persona_sdk.simulate_edit import EDITABLE, EDITABLE_DIRECTIONS, edit_toward
 from persona_sdk.simulate_prompts import CATEGORIES, PROMPTS, Prompt, make_prompts, split_prompts
 
 __all__ = [
-    "ATTRIBUTES", "ATTRIBUTE_NAMES", "CATEGORIES", "EDITABLE", "EDITABLE_DIRECTIONS", "PROMPTS",
-    "Attribute", "Population", "Prompt", "SimulatedUser", "attribute_vector", "edit_distance",
-    "edit_toward", "make_population", "make_prompts", "split_prompts", "split_seen_unseen",
+    "ARCHETYPES", "ATTRIBUTES", "ATTRIBUTE_NAMES", "CATEGORIES", "EDITABLE", "EDITABLE_DIRECTIONS",
+    "PROMPTS", "Attribute", "Population", "Prompt", "SimulatedUser", "archetype_matrix",
+    "attribute_vector", "calibrate_beta", "edit_distance", "edit_toward", "make_population",
+    "make_prompts", "make_reward_population", "split_prompts", "split_seen_unseen",
 ]  # fmt: skip
 
 
@@ -136,6 +137,73 @@ def make_population(
             weights[ATTRIBUTE_INDEX[name]] = magnitude * directions[rng.integers(len(directions))]
         users.append(SimulatedUser(f"sim{seed}-{u:04d}", weights, beta, threshold))
     return users
+
+
+# Reward-model personas, after PersonalLLM's base reward models: a user is a sparse Dirichlet
+# mixture of them plus a little taste of their own, so a population has a low-rank core but is
+# not exactly low-rank. Together they use all 12 attributes the style features cannot see.
+ARCHETYPES: dict[str, dict[str, float]] = {
+    "skimmer": {"bullets": 1, "headings": 0.6, "summary": 0.6, "sentence_length": -0.6},
+    "minimalist": {"length": -1, "hedging": -0.5, "caveats": -0.5, "examples": -0.3},
+    "cheerleader": {"emoji": 1, "exclamations": 0.7, "warmth": 0.8, "casual": 0.5},
+    "teacher": {"analogies": 1, "examples": 0.8, "second_person": 0.6, "jargon": -0.4},
+    "analyst": {"numbers": 1, "money": 0.6, "jargon": 0.6, "casual": -0.5, "emoji": -0.5},
+    "careful": {"caveats": 1, "hedging": 0.6, "length": 0.5, "exclamations": -0.4},
+    "confidant": {"empathy": 1, "warmth": 0.6, "second_person": 0.6, "questions": 0.4},
+    "builder": {"numbered": 1, "code": 0.6, "echo": 0.6, "headings": 0.3},
+    "dreamer": {"nature": 1, "analogies": 0.5, "numbers": -0.5, "sentence_length": 0.4},
+    "correspondent": {"greeting": 1, "signoff": 0.8, "questions": 0.4, "headings": -0.5},
+}
+
+
+def archetype_matrix() -> np.ndarray:
+    """``(len(ARCHETYPES), len(ATTRIBUTES))``, each row L1-normalised."""
+    rows = np.zeros((len(ARCHETYPES), len(ATTRIBUTES)))
+    for i, weights in enumerate(ARCHETYPES.values()):
+        for name, w in weights.items():
+            rows[i, ATTRIBUTE_INDEX[name]] = w
+    return rows / np.abs(rows).sum(1, keepdims=True)
+
+
+def make_reward_population(
+    n_users: int,
+    seed: int = 0,
+    alpha: float = 0.3,
+    idiosyncrasy: float = 0.2,
+    beta: float = 10.0,
+) -> Population:
+    """Users for the reward-basis evaluation: ``(1 − idiosyncrasy)`` of each user's weight is
+    a Dirichlet(α) mixture of :data:`ARCHETYPES`, the rest a sparse signed taste of their own
+    (as :func:`make_population`). Same arguments, same users."""
+    if not 0.0 <= idiosyncrasy <= 1.0:
+        raise ValueError(f"idiosyncrasy must be in [0, 1], got {idiosyncrasy}")
+    rng = np.random.default_rng([seed, 7])
+    archetypes = archetype_matrix()
+    own = make_population(n_users, seed=seed, alpha=alpha, beta=beta)
+    users = []
+    for user in own:
+        mixture = rng.dirichlet(np.full(len(archetypes), alpha)) @ archetypes
+        weights = (1 - idiosyncrasy) * mixture + idiosyncrasy * user.weights
+        users.append(SimulatedUser(f"rw{seed}-{user.user_id[-4:]}", weights, beta))
+    return users
+
+
+def calibrate_beta(utility_gaps: np.ndarray, target: float = 0.925) -> float:
+    """The Bradley–Terry β at which an oracle that knows the true utilities labels pairs with
+    these ``|u_a − u_b|`` correctly ``target`` of the time (bisection on a monotone curve)."""
+    gaps = np.abs(np.asarray(utility_gaps, dtype=np.float64))
+    if not 0.5 < target < 1.0 or not gaps.any():
+        raise ValueError("need 0.5 < target < 1 and some non-zero utility gaps")
+    low, high = 0.0, 1.0
+    while np.mean(0.5 * (1 + np.tanh(high * gaps / 2))) < target:
+        high *= 2
+    for _ in range(60):
+        mid = 0.5 * (low + high)
+        if np.mean(0.5 * (1 + np.tanh(mid * gaps / 2))) < target:
+            low = mid
+        else:
+            high = mid
+    return 0.5 * (low + high)
 
 
 def split_seen_unseen(

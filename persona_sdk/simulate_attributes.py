@@ -17,7 +17,7 @@ import numpy as np
 
 from persona_sdk.memory.edits import template_text
 from persona_sdk.simulate_prompts import Prompt
-from persona_sdk.style import StyleProfile
+from persona_sdk.style import StyleProfile, long_word_share, numeric_tokens, prompt_overlap
 from persona_sdk.style import measure as measure_style
 
 
@@ -176,17 +176,6 @@ _MONEY = re.compile(
     + r"|\$\d",
     re.IGNORECASE,
 )
-_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*%?")
-_LIST_MARKER = re.compile(r"^\s*\d+[.)]\s+", re.MULTILINE)
-_ALPHA = re.compile(r"[A-Za-z]+")
-_STOP = frozenset(
-    re.findall(
-        r"\w+",
-        "about what with that this does have your from some short help should there into which "
-        "when would could like want need good more plain terms matter choose between difference "
-        "simple write give make explain tell recommend summary summarize points things work works",
-    )
-)
 
 
 def _count(pattern: re.Pattern[str], scale: float) -> Callable[[str, str], float]:
@@ -194,7 +183,7 @@ def _count(pattern: re.Pattern[str], scale: float) -> Callable[[str, str], float
 
 
 def _numbers(text: str, prompt: str = "") -> float:
-    return _sat(len(_NUMBER.findall(_LIST_MARKER.sub("", text))), 4)
+    return _sat(numeric_tokens(text), 4)
 
 
 def _second_person(text: str, prompt: str = "") -> float:
@@ -202,15 +191,11 @@ def _second_person(text: str, prompt: str = "") -> float:
 
 
 def _jargon(text: str, prompt: str = "") -> float:
-    words = _ALPHA.findall(text)
-    return _sat(sum(len(w) >= 10 for w in words) / max(len(words), 1), 0.08)
+    return _sat(long_word_share(text), 0.08)
 
 
 def _echo(text: str, prompt: str = "") -> float:
-    terms = {w.lower() for w in _ALPHA.findall(prompt) if len(w) >= 4} - _STOP
-    if not terms:
-        return 0.0
-    return len(terms & {w.lower() for w in _ALPHA.findall(text)}) / len(terms)
+    return prompt_overlap(text, prompt)
 
 
 # Style attributes first (measured by persona_sdk.style, rules worded as edits.TEMPLATES), then

@@ -129,3 +129,49 @@ def style_matrix(texts: list[str]) -> np.ndarray:
     if not texts:
         return np.zeros((0, len(STYLE_FEATURES)), dtype=np.float32)
     return np.stack([measure(t).vector() for t in texts])
+
+
+# Lexical measures beside the style profile: the reward featurizer's extra interpretable
+# features (and the simulator's measures of the same things).
+LEXICAL_FEATURES: tuple[str, ...] = ("numbers", "long_words", "prompt_overlap")
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*%?")
+_LIST_MARKER = re.compile(r"^\s*\d+[.)]\s+", re.MULTILINE)
+_ALPHA = re.compile(r"[A-Za-z]+")
+_STOP = frozenset(
+    re.findall(
+        r"\w+",
+        "about what with that this does have your from some short help should there into which "
+        "when would could like want need good more plain terms matter choose between difference "
+        "simple write give make explain tell recommend summary summarize points things work works",
+    )
+)
+
+
+def numeric_tokens(text: str) -> int:
+    """Numbers in ``text`` (list markers such as "1." do not count)."""
+    return len(_NUMBER.findall(_LIST_MARKER.sub("", text)))
+
+
+def long_word_share(text: str) -> float:
+    """Share of words with ten or more letters (a proxy for technical vocabulary)."""
+    words = _ALPHA.findall(text)
+    return sum(len(w) >= 10 for w in words) / max(len(words), 1)
+
+
+def prompt_overlap(text: str, prompt: str) -> float:
+    """Share of the prompt's content words (4+ letters, not stop words) used in ``text``."""
+    terms = {w.lower() for w in _ALPHA.findall(str(prompt)) if len(w) >= 4} - _STOP
+    if not terms:
+        return 0.0
+    return len(terms & {w.lower() for w in _ALPHA.findall(text)}) / len(terms)
+
+
+def lexical_matrix(texts: list[str], prompts: list[str]) -> np.ndarray:
+    """``(len(texts), len(LEXICAL_FEATURES))``: log numbers, long-word share, prompt overlap."""
+    return np.array(
+        [
+            [np.log1p(numeric_tokens(t)), long_word_share(t), prompt_overlap(t, p)]
+            for t, p in zip(texts, prompts)
+        ],
+        dtype=np.float32,
+    ).reshape(len(texts), len(LEXICAL_FEATURES))

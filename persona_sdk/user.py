@@ -11,6 +11,7 @@ from persona_sdk.memory.consolidation import NewRule, Outcome, consolidate
 from persona_sdk.memory.edits import analyse_edit, classify_rule
 from persona_sdk.memory.retrieval import RetrievedRule
 from persona_sdk.memory.store import KINDS, SOURCES, Memory
+from persona_sdk.reward import Question, RewardProfile
 from persona_sdk.validation import (
     MAX_RULE_CHARS,
     MAX_TEXT_CHARS,
@@ -160,6 +161,7 @@ class User:
         checked = [_pair_texts(*pair) for pair in pairs]
         if not checked:
             return []
+        self._persona.rewards.check()  # a basis that cannot be used fails before any write
         vectors = self._persona.embedder.encode([p for p, _, _ in checked])
         rows = [
             {
@@ -173,7 +175,9 @@ class User:
             }
             for (p, c, r), v in zip(checked, vectors)
         ]
-        return self._persona._add_memories(self.id, rows)
+        stored = self._persona._add_memories(self.id, rows)
+        self._persona.rewards.refit(self.id)
+        return stored
 
     def add_edit(
         self, prompt: str, response: str, edited: str, context: str | None = None
@@ -187,6 +191,7 @@ class User:
         prompt, edited, response = _pair_texts(prompt, edited, response)
         context = validate_optional_text(context, "context", MAX_TEXT_CHARS) or prompt
         persona = self._persona
+        persona.rewards.check()
         candidates = analyse_edit(response, edited)
         phrase = persona._infer_phrase(response, edited)
         vectors = persona.embedder.encode(
@@ -249,7 +254,43 @@ class User:
             m.id: m for m in persona.store.memories(self.id, ids=[edit_id, pair_id, *rule_ids])
         }
         learned = [stored[i] for i in rule_ids]
+        persona.rewards.refit(self.id)
         return EditResult(stored[edit_id], stored[pair_id], learned, outcomes)
+
+    # -- reward model --------------------------------------------------------------------
+
+    def score(self, prompt: str, response: str) -> float:
+        """The user's reward for ``response`` to ``prompt`` (higher: more to their taste)."""
+        prompt, response = validate_text(prompt, "prompt"), validate_text(response, "response")
+        return float(self._persona.rewards.scores(self.id, prompt, [response])[0])
+
+    def prefer(self, prompt: str, a: str, b: str) -> float:
+        """P(the user prefers ``a`` over ``b`` as a reply to ``prompt``), in [0, 1]."""
+        prompt, a, b = validate_text(prompt, "prompt"), validate_text(a, "a"), validate_text(b, "b")
+        return self._persona.rewards.prefer(self.id, prompt, a, b)
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """The user's weight on each named reward axis (the population mean until the user
+        has pairs); refit after every :meth:`add_pair` and :meth:`add_edit`."""
+        return self._persona.rewards.profile(self.id).as_dict()
+
+    def reward_profile(self) -> RewardProfile:
+        """Axis weights with their uncertainty, the pair count and whether it is personal."""
+        return self._persona.rewards.profile(self.id)
+
+    def next_question(
+        self, prompt: str | None = None, replies: Sequence[str] | None = None
+    ) -> Question:
+        """The most informative A/B question to ask next (active onboarding): the pair whose
+        outcome the user's posterior is least sure of. Answer it with :meth:`add_pair`
+        (``source="onboarding"``). Candidates: pairs of ``replies`` to ``prompt`` when given,
+        else the shipped response pool."""
+        if prompt is not None:
+            prompt = validate_text(prompt, "prompt")
+        if replies is not None:
+            replies = [validate_text(r, "reply") for r in replies]
+        return self._persona.rewards.next_question(self.id, prompt, replies)
 
     # -- reading and deleting ------------------------------------------------------------
 

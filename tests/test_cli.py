@@ -114,7 +114,8 @@ def test_show_table_and_json(seeded):
     assert "alice: 2 rules, 0 pairs, 0 edits" in text
     assert GLOBAL_RULE in text and CONTEXT_RULE in text
     shown = seeded.json("show", "alice")
-    assert set(shown) == {"user_id", "counts", "rules", "memories"} and shown["user_id"] == "alice"
+    assert set(shown) == {"user_id", "counts", "rules", "memories", "reward"}
+    assert shown["user_id"] == "alice" and shown["reward"]["personalized"] is False
     assert shown["counts"] == {"rule": 2, "pair": 0, "edit": 0}
     assert [r["id"] for r in shown["rules"]] == list(seeded.ids)
     assert [r["text"] for r in shown["rules"]] == [GLOBAL_RULE, CONTEXT_RULE]

@@ -1,0 +1,192 @@
+"""Population data for fitting a reward basis: operators' own files, and the simulated
+population the shipped default basis is fit on.
+
+An operator file is JSON lines, one pair per line::
+
+    {"user_id": "u1", "prompt": "...", "chosen": "...", "rejected": "..."}
+
+or one user per line with their pairs::
+
+    {"user_id": "u1", "pairs": [{"prompt": "...", "chosen": "...", "rejected": "..."}]}
+
+Every problem is reported with its line number, before any fitting starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from persona_sdk.basis import RewardBasis
+from persona_sdk.basis_fit import BasisConfig, Pairs, fit_reward_basis
+from persona_sdk.config import default_cache_dir
+from persona_sdk.errors import InvalidInputError, PopulationDataError
+from persona_sdk.features import EmbeddingStyleFeaturizer, Featurizer
+from persona_sdk.reward_pool import RewardWorld, bt_labels
+from persona_sdk.simulate import Population, calibrate_beta, make_reward_population
+from persona_sdk.validation import validate_text, validate_user_id
+
+PAIR_FIELDS = ("prompt", "chosen", "rejected")
+ORACLE_TARGET = 0.925  # label noise: an oracle that knows the true utility is right this often
+INDIFFERENCE = 0.5  # share of random pairs a simulated user has no preference on
+
+
+@dataclass
+class PopulationData:
+    """Validated pairs, each with the index of its user in ``user_ids``."""
+
+    user_ids: list[str] = field(default_factory=list)
+    users: list[int] = field(default_factory=list)
+    prompts: list[str] = field(default_factory=list)
+    chosen: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+
+    def add(self, user_id: str, pair: dict, where: str) -> None:
+        missing = [f for f in PAIR_FIELDS if f not in pair]
+        if missing:
+            raise PopulationDataError(f"{where}: missing field(s) {', '.join(missing)}")
+        try:
+            texts = [validate_text(pair[f], f) for f in PAIR_FIELDS]
+        except InvalidInputError as exc:
+            raise PopulationDataError(f"{where}: {exc}") from None
+        if texts[1] == texts[2]:
+            raise PopulationDataError(f"{where}: chosen and rejected are the same text")
+        if user_id not in self._index:
+            self._index[user_id] = len(self.user_ids)
+            self.user_ids.append(user_id)
+        self.users.append(self._index[user_id])
+        for column, text in zip((self.prompts, self.chosen, self.rejected), texts):
+            column.append(text)
+
+    def __post_init__(self) -> None:
+        self._index = {u: i for i, u in enumerate(self.user_ids)}
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+def read_population(path: str | Path) -> PopulationData:
+    """Read and validate an operator population file (see the module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PopulationDataError(f"no population file at {path}")
+    data = PopulationData()
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path.name} line {number}"
+            try:
+                record = json.loads(line)
+            except ValueError:
+                raise PopulationDataError(f"{where}: not valid JSON") from None
+            if not isinstance(record, dict) or "user_id" not in record:
+                raise PopulationDataError(f"{where}: missing field user_id")
+            try:
+                user_id = validate_user_id(record["user_id"])
+            except InvalidInputError as exc:
+                raise PopulationDataError(f"{where}: {exc}") from None
+            if "pairs" in record:
+                pairs = record["pairs"]
+                if not isinstance(pairs, list) or not pairs:
+                    raise PopulationDataError(f"{where}: user {user_id!r} has no pairs")
+                for k, pair in enumerate(pairs):
+                    if not isinstance(pair, dict):
+                        raise PopulationDataError(f"{where}: pair {k} is not an object")
+                    data.add(user_id, pair, f"{where}, pair {k}")
+            else:
+                data.add(user_id, record, where)
+    if len(data.user_ids) < 2:
+        raise PopulationDataError(
+            f"{path.name} has pairs from {len(data.user_ids)} user(s); a basis needs at least 2"
+        )
+    return data
+
+
+def embedding_cache_file(featurizer: Featurizer) -> Path | None:
+    """Where the embeddings of operator data are kept between runs (default featurizer)."""
+    if not isinstance(featurizer, EmbeddingStyleFeaturizer):
+        return None
+    digest = hashlib.sha256(featurizer.embedder_identity.encode()).hexdigest()[:12]
+    return default_cache_dir() / "embeddings" / f"{digest}.npz"
+
+
+def featurize_population(
+    data: PopulationData,
+    featurizer: Featurizer,
+    progress: Callable[[int], None] | None = None,
+    chunk: int = 256,
+) -> tuple[Pairs, np.ndarray, list[str]]:
+    """Raw pair differences, plus features and texts of up to 2000 replies for naming axes.
+    Embeddings are cached on disk, so a second fit on the same data embeds nothing."""
+    cache_file = embedding_cache_file(featurizer)
+    if cache_file is not None:
+        featurizer.cache.load(cache_file)
+    z = np.empty((len(data), featurizer.dim), dtype=np.float32)
+    for start in range(0, len(data), chunk):
+        stop = min(start + chunk, len(data))
+        prompts = data.prompts[start:stop]
+        phi = featurizer.features(prompts * 2, data.chosen[start:stop] + data.rejected[start:stop])
+        z[start:stop] = phi[: stop - start] - phi[stop - start :]
+        if progress:
+            progress(stop - start)
+    if cache_file is not None:
+        featurizer.cache.save(cache_file)
+    rng = np.random.default_rng(0)
+    picks = rng.permutation(len(data))[:1000]
+    texts = [data.chosen[i] for i in picks] + [data.rejected[i] for i in picks]
+    prompts = [data.prompts[i] for i in picks] * 2
+    sample = featurizer.features(prompts, texts)
+    return Pairs(z, np.asarray(data.users), list(data.user_ids)), sample, texts
+
+
+def simulated_pairs(
+    world: RewardWorld,
+    users: Population,
+    pairs_per_user: int,
+    rng: np.random.Generator,
+    prompt_ids: np.ndarray | None = None,
+    oracle_target: float = ORACLE_TARGET,
+    indifference: float = INDIFFERENCE,
+) -> tuple[Pairs, float]:
+    """Bradley–Terry pairs of simulated ``users`` over ``prompt_ids`` (default: all). Each
+    user skips the ``indifference`` share of pairs they care least about; the label noise is
+    set so an oracle is right ``oracle_target`` of the time. Returns raw pairs and that β."""
+    prompt_ids = np.arange(len(world.prompts)) if prompt_ids is None else prompt_ids
+    utility = world.utilities(users)
+    thresholds = world.indifference(utility, indifference, rng)
+    drawn = [
+        world.answerable_pairs(prompt_ids, pairs_per_user, utility[:, u], thresholds[u], rng)
+        for u in range(len(users))
+    ]
+    a = np.concatenate([d[0] for d in drawn])
+    b = np.concatenate([d[1] for d in drawn])
+    owner = np.repeat(np.arange(len(users)), pairs_per_user)
+    gaps = utility[a, owner] - utility[b, owner]
+    beta = calibrate_beta(gaps, oracle_target)
+    a_wins, _ = bt_labels(gaps, beta, rng)
+    z = world.features[a] - world.features[b]
+    z = np.where(a_wins[:, None], z, -z)
+    return Pairs(z, owner, [u.user_id for u in users]), beta
+
+
+def fit_default_basis(
+    world: RewardWorld,
+    featurizer: Featurizer,
+    users: int = 300,
+    pairs_per_user: int = 334,
+    seed: int = 0,
+    config: BasisConfig | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> RewardBasis:
+    """The shipped basis: LoRe on a simulated population (about 100k pairs) over the whole
+    pool, named from the pool's replies."""
+    population = make_reward_population(users, seed=seed)
+    pairs, beta = simulated_pairs(world, population, pairs_per_user, np.random.default_rng(seed))
+    stats = {"source": f"simulated population: {users} users, seed {seed}", "beta": beta}
+    return fit_reward_basis(pairs, featurizer, world.features, world.texts, config, progress, stats)

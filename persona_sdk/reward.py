@@ -1,0 +1,256 @@
+"""Per-user reward models on a shared basis: the Persona's reward component (design §2).
+
+A user's weights are refit from all their pairs (stated, onboarding, and edited ≻ original)
+whenever they change. Pair features are stored in SQLite beside the pairs, so a refit costs a
+Newton solve in K dimensions, not an embedding pass. Posteriors are cached per user and
+``memory_version``; a user with no pairs is the population prior (``personalized=False``).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from persona_sdk.basis import RewardBasis, default_basis_path
+from persona_sdk.errors import InvalidInputError
+from persona_sdk.features import EmbeddingStyleFeaturizer, Featurizer, featurizer_hash
+from persona_sdk.memory.store import from_blob, to_blob
+from persona_sdk.posterior import Posterior, fit_posterior
+
+if TYPE_CHECKING:
+    from persona_sdk.persona import Persona
+
+DATA_DIR_BASIS = "basis.npz"  # written by `persona basis fit`; used instead of the default
+QUESTION_PROMPTS = 40  # pool prompts whose replies are candidate onboarding questions
+
+
+@dataclass(frozen=True)
+class Question:
+    """An A/B question for onboarding: which reply to ``prompt`` does the user prefer?"""
+
+    prompt: str
+    a: str
+    b: str
+    p_a: float  # predicted P(a ≻ b) under the current posterior
+    information: float  # expected information gain of the answer, in nats
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class RewardProfile:
+    """A user's weights on the named axes, with posterior standard deviations."""
+
+    user_id: str
+    axes: list[str]
+    weights: list[float]
+    std: list[float]
+    n_pairs: int
+    basis_id: str
+
+    @property
+    def personalized(self) -> bool:
+        """False while the user is the population default (no pairs yet)."""
+        return self.n_pairs > 0
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(zip(self.axes, self.weights))
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__, personalized=self.personalized)
+
+
+class Rewards:
+    """The basis, the featurizer and every user's posterior, for one :class:`Persona`."""
+
+    def __init__(
+        self,
+        persona: Persona,
+        basis: RewardBasis | str | Path | None = None,
+        featurizer: Featurizer | None = None,
+    ):
+        self._persona = persona
+        self._basis_spec = basis
+        self._basis: RewardBasis | None = basis if isinstance(basis, RewardBasis) else None
+        self._featurizer = featurizer
+        self._posteriors: dict[str, tuple[int, Posterior]] = {}
+        self._questions: tuple[list[str], list[str], np.ndarray, np.ndarray] | None = None
+        self._lock = threading.RLock()
+
+    # -- shared parts --------------------------------------------------------------------
+
+    @property
+    def featurizer(self) -> Featurizer:
+        if self._featurizer is None:
+            self._featurizer = EmbeddingStyleFeaturizer(self._persona.embedder)
+        return self._featurizer
+
+    @property
+    def basis(self) -> RewardBasis:
+        """The explicit basis, else the data dir's own (``persona basis fit``), else the
+        shipped default; always checked against the featurizer."""
+        if self._basis is None:
+            if self._basis_spec is not None:
+                path = Path(self._basis_spec)
+            elif (self._persona.data_dir / DATA_DIR_BASIS).is_file():
+                path = self._persona.data_dir / DATA_DIR_BASIS
+            else:
+                path = default_basis_path()
+            self._basis = RewardBasis.load(path)
+        self._basis.check(self.featurizer)
+        return self._basis
+
+    def check(self) -> None:
+        """Raise now if the basis is missing, broken or fit for another featurizer."""
+        self.basis  # noqa: B018 - loading checks it
+
+    def use_basis(self, basis: RewardBasis) -> None:
+        """Switch to ``basis`` (checked first); cached posteriors are dropped."""
+        basis.check(self.featurizer)
+        with self._lock:
+            self._basis, self._posteriors, self._questions = basis, {}, None
+
+    def features(self, prompts: list[str], replies: list[str]) -> np.ndarray:
+        return self.featurizer.features(prompts, replies)
+
+    # -- posteriors ----------------------------------------------------------------------
+
+    def posterior(self, user_id: str) -> Posterior:
+        """The user's weight posterior, refit when their memories changed since."""
+        basis = self.basis
+        version = self._persona.store.memory_version(user_id)
+        with self._lock:
+            cached = self._posteriors.get(user_id)
+            if cached is not None and cached[0] == version:
+                return cached[1]
+        g = self._pair_features(user_id) @ basis.directions
+        posterior = fit_posterior(g, basis.prior_mean, basis.prior_precision)
+        with self._lock:
+            self._posteriors[user_id] = (version, posterior)
+        return posterior
+
+    def _pair_features(self, user_id: str) -> np.ndarray:
+        """Every pair's ``φ(chosen) − φ(rejected)``; missing ones are computed and stored."""
+        store, key = self._persona.store, featurizer_hash(self.featurizer)
+        pairs = store.query(
+            "SELECT m.id, m.prompt, m.chosen, m.rejected, f.z FROM memories m "
+            "LEFT JOIN pair_features f ON f.memory_id = m.id AND f.featurizer = ? "
+            "WHERE m.user_id = ? AND m.kind = 'pair' ORDER BY m.id",
+            (key, user_id),
+        )
+        missing = [row for row in pairs if row[4] is None]
+        computed = {}
+        if missing:
+            prompts = [r[1] for r in missing]
+            phi = self.features(prompts * 2, [r[2] for r in missing] + [r[3] for r in missing])
+            diffs = phi[: len(missing)] - phi[len(missing) :]
+            computed = {r[0]: z for r, z in zip(missing, diffs)}
+            with store.transaction() as conn:
+                live = {
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT id FROM memories WHERE user_id = ? AND kind = 'pair'", (user_id,)
+                    )
+                }
+                conn.executemany(
+                    "INSERT OR REPLACE INTO pair_features VALUES (?, ?, ?, ?)",
+                    [(i, user_id, key, to_blob(z)) for i, z in computed.items() if i in live],
+                )  # fmt: skip
+        rows = [computed.get(r[0]) if r[4] is None else from_blob(r[4]) for r in pairs]
+        return np.stack(rows) if rows else np.zeros((0, self.featurizer.dim), np.float32)
+
+    def refit(self, user_id: str) -> Posterior:
+        """Refit now (after new pairs); :meth:`posterior` would also do it lazily."""
+        return self.posterior(user_id)
+
+    def forget(self, user_id: str) -> None:
+        with self._lock:
+            self._posteriors.pop(user_id, None)
+
+    # -- what a user's reward says -------------------------------------------------------
+
+    def profile(self, user_id: str) -> RewardProfile:
+        posterior, basis = self.posterior(user_id), self.basis
+        return RewardProfile(
+            user_id,
+            basis.axis_names,
+            [round(float(w), 4) for w in posterior.mean],
+            [round(float(s), 4) for s in posterior.std],
+            posterior.n_pairs,
+            basis.basis_id,
+        )
+
+    def scores(self, user_id: str, prompt: str, replies: list[str]) -> np.ndarray:
+        """The user's reward ``φ(x, y)ᵀ D w`` (posterior mean) for each reply."""
+        if not replies:
+            return np.zeros(0)
+        w = self.posterior(user_id).mean
+        return self.features([prompt] * len(replies), replies) @ self.basis.directions @ w
+
+    def prefer(self, user_id: str, prompt: str, a: str, b: str) -> float:
+        """P(a ≻ b) for the user, averaged over the posterior."""
+        phi = self.features([prompt, prompt], [a, b])
+        g = (phi[0] - phi[1]) @ self.basis.directions
+        return float(self.posterior(user_id).probability(g[None, :])[0])
+
+    def next_question(
+        self, user_id: str, prompt: str | None = None, replies: list[str] | None = None
+    ) -> Question:
+        """The A/B question whose answer the user's posterior is least sure of (BALD).
+
+        With ``prompt`` and ``replies``, it picks among pairs of those replies; otherwise
+        among replies of the shipped response pool. Pairs the user already answered are
+        skipped.
+        """
+        if replies is not None:
+            if prompt is None or len(set(replies)) < 2:
+                raise InvalidInputError("next_question needs a prompt and two distinct replies")
+            prompts, texts = [prompt] * len(replies), list(replies)
+            phi = self.features(prompts, texts)
+            a, b = np.triu_indices(len(texts), k=1)
+        else:
+            prompts, texts, phi, (a, b) = self._question_pool()
+        answered = {
+            frozenset((m.chosen, m.rejected))
+            for m in self._persona.store.memories(user_id, kind="pair")
+        }
+        keep = np.array(
+            [frozenset((texts[i], texts[j])) not in answered and texts[i] != texts[j]
+             for i, j in zip(a, b)], dtype=bool,
+        )  # fmt: skip
+        if not keep.any():
+            raise InvalidInputError("every candidate pair was already answered")
+        a, b = a[keep], b[keep]
+        g = (phi[a] - phi[b]) @ self.basis.directions
+        posterior = self.posterior(user_id)
+        information = posterior.information(g)
+        best = int(np.argmax(information))
+        p_a = float(posterior.probability(g[best : best + 1])[0])
+        i, j = int(a[best]), int(b[best])
+        return Question(prompts[i], texts[i], texts[j], p_a, float(information[best]))
+
+    def _question_pool(self):
+        """Replies to a fixed sample of pool prompts, featurized once per Persona."""
+        if self._questions is None:
+            from persona_sdk.reward_pool import shipped_embeddings_path
+            from persona_sdk.simulate_pool import load_pool
+
+            entries = load_pool()
+            prompts = sorted({e.prompt for e in entries})
+            chosen = set(np.random.default_rng(0).permutation(prompts)[:QUESTION_PROMPTS])
+            entries = [e for e in entries if e.prompt in chosen]
+            featurizer = self.featurizer
+            if isinstance(featurizer, EmbeddingStyleFeaturizer):
+                featurizer.cache.load(Path(str(shipped_embeddings_path())))
+            phi = self.features([e.prompt for e in entries], [e.text for e in entries])
+            of = np.array([e.prompt for e in entries])
+            a, b = np.triu_indices(len(entries), k=1)
+            same = of[a] == of[b]
+            self._questions = ([e.prompt for e in entries], [e.text for e in entries], phi,
+                               (a[same], b[same]))  # fmt: skip
+        return self._questions
