@@ -179,12 +179,12 @@ def fit_default_basis(
     world: RewardWorld,
     featurizer: Featurizer,
     users: int = 300,
-    pairs_per_user: int = 334,
+    pairs_per_user: int = 1000,
     seed: int = 0,
     config: BasisConfig | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> RewardBasis:
-    """The shipped basis: LoRe on a simulated population (about 100k pairs) over the whole
+    """The shipped basis: LoRe on a simulated population (300k pairs) over the whole
     pool, named from the pool's replies."""
     population = make_reward_population(users, seed=seed)
     pairs, beta = simulated_pairs(world, population, pairs_per_user, np.random.default_rng(seed))

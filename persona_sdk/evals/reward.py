@@ -51,7 +51,7 @@ class RewardEvalConfig:
 
     users: int = 50  # unseen users per seed
     seen_users: int = 200
-    pairs_per_seen_user: int = 300
+    pairs_per_seen_user: int = 1000
     seeds: int = 5
     shots: tuple[int, ...] = (1, 2, 4, 8, 16)
     eval_pairs: int = 300
