@@ -84,7 +84,7 @@ def main() -> None:
     with (
         tempfile.TemporaryDirectory() as tmp,
         Persona.open(tmp, embedder=featurizer.cache.embedder) as p,
-    ):  # noqa: E501
+    ):
         user = p.user("bench")
         user.next_question()  # featurizes the question pool once
         add_ms, question_ms = [], []

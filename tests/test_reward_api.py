@@ -206,7 +206,7 @@ def _write(path, records):
                 {"user_id": "b", "prompt": "p", "chosen": "x", "rejected": "y"},
             ],
             "has no pairs",
-        ),  # fmt: skip
+        ),
         ([{"user_id": "a", "prompt": "p", "chosen": "x", "rejected": "x"}], "same text"),
         ([{"user_id": "a", "prompt": " ", "chosen": "x", "rejected": "y"}], "prompt"),
         ([{"user_id": "a", "prompt": "p", "chosen": "x", "rejected": "y"}], "at least 2"),
