@@ -21,7 +21,7 @@ from rich.table import Table
 
 from persona_sdk.embedder import load_embedder
 from persona_sdk.features import EmbeddingStyleFeaturizer
-from persona_sdk.posterior import fit_posterior
+from persona_sdk.posterior import fit_posterior, sigmoid
 from persona_sdk.reward_pool import RewardWorld, bt_labels
 from persona_sdk.simulate import calibrate_beta, make_reward_population
 
@@ -46,8 +46,8 @@ def main() -> None:
         c, d = world.answerable_pairs(held_out, 2000, utility[:, u], thresholds[u], rng)
         gap, test_gap = utility[a, u] - utility[b, u], utility[c, u] - utility[d, u]
         beta = calibrate_beta(gap)
-        wins, _ = bt_labels(gap, beta, rng)
-        p_true = 0.5 * (1 + np.tanh(beta * test_gap / 2))
+        wins = bt_labels(gap, beta, rng)
+        p_true = sigmoid(beta * test_gap)
 
         def accuracy(scores, p_true=p_true):
             return float(np.mean(np.where(scores > 0, p_true, 1 - p_true)))

@@ -34,7 +34,6 @@ from persona_sdk.embedder import Embedder
 from persona_sdk.style import LEXICAL_FEATURES, STYLE_FEATURES, lexical_matrix, style_matrix
 
 FEATURIZER_VERSION = "embed+sentmax+style+lexical+relevance/v1"
-RELEVANCE_FEATURE = "relevance"
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")
 
 
@@ -137,15 +136,7 @@ class EmbeddingStyleFeaturizer:
         self.cache = cache or EmbeddingCache(embedder)
         self.embedder_identity = embedder.identity
         self.identity = f"{FEATURIZER_VERSION}:{embedder.identity}"
-        self.embedding_dim = embedder.dim
         self.dim = 2 * embedder.dim + len(STYLE_FEATURES) + len(LEXICAL_FEATURES) + 1
-
-    @property
-    def feature_names(self) -> list[str]:
-        """Names of every column: ``emb0..``, the style features, then relevance."""
-        emb = [f"emb{i}" for i in range(self.embedding_dim)]
-        peak = [f"sentmax{i}" for i in range(self.embedding_dim)]
-        return emb + peak + list(STYLE_FEATURES) + list(LEXICAL_FEATURES) + [RELEVANCE_FEATURE]
 
     def features(self, prompts: Sequence[str], replies: Sequence[str]) -> np.ndarray:
         if len(prompts) != len(replies):

@@ -169,9 +169,7 @@ def simulated_pairs(
     owner = np.repeat(np.arange(len(users)), pairs_per_user)
     gaps = utility[a, owner] - utility[b, owner]
     beta = calibrate_beta(gaps, oracle_target)
-    a_wins, _ = bt_labels(gaps, beta, rng)
-    z = world.features[a] - world.features[b]
-    z = np.where(a_wins[:, None], z, -z)
+    z = world.differences(a, b, bt_labels(gaps, beta, rng))
     return Pairs(z, owner, [u.user_id for u in users]), beta
 
 

@@ -237,16 +237,14 @@ class Rewards:
     def _question_pool(self):
         """Replies to a fixed sample of pool prompts, featurized once per Persona."""
         if self._questions is None:
-            from persona_sdk.reward_pool import shipped_embeddings_path
+            from persona_sdk.reward_pool import preload_shipped_embeddings
             from persona_sdk.simulate_pool import load_pool
 
             entries = load_pool()
             prompts = sorted({e.prompt for e in entries})
             chosen = set(np.random.default_rng(0).permutation(prompts)[:QUESTION_PROMPTS])
             entries = [e for e in entries if e.prompt in chosen]
-            featurizer = self.featurizer
-            if isinstance(featurizer, EmbeddingStyleFeaturizer):
-                featurizer.cache.load(Path(str(shipped_embeddings_path())))
+            preload_shipped_embeddings(self.featurizer)
             phi = self.features([e.prompt for e in entries], [e.text for e in entries])
             of = np.array([e.prompt for e in entries])
             a, b = np.triu_indices(len(entries), k=1)

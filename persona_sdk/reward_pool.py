@@ -13,6 +13,7 @@ from importlib import resources
 import numpy as np
 
 from persona_sdk.features import EmbeddingStyleFeaturizer, Featurizer
+from persona_sdk.posterior import sigmoid
 from persona_sdk.simulate import Population, attribute_vector
 from persona_sdk.simulate_pool import PoolEntry, load_pool
 
@@ -21,6 +22,14 @@ POOL_EMBEDDINGS_FILE = "pool_embeddings.npz"
 
 def shipped_embeddings_path():
     return resources.files("persona_sdk") / "data" / POOL_EMBEDDINGS_FILE
+
+
+def preload_shipped_embeddings(featurizer: Featurizer) -> None:
+    """Give the default featurizer the shipped vectors of every pool text (a no-op for other
+    featurizers: the vectors belong to the embedded MiniLM, and the cache checks that)."""
+    if isinstance(featurizer, EmbeddingStyleFeaturizer):
+        with resources.as_file(shipped_embeddings_path()) as path:
+            featurizer.cache.load(path)
 
 
 @dataclass
@@ -37,9 +46,7 @@ class RewardWorld:
     def build(cls, featurizer: Featurizer, entries: list[PoolEntry] | None = None) -> RewardWorld:
         """Featurize ``entries`` (default: the shipped pool) with ``featurizer``."""
         entries = load_pool() if entries is None else entries
-        if isinstance(featurizer, EmbeddingStyleFeaturizer):
-            with resources.as_file(shipped_embeddings_path()) as path:
-                featurizer.cache.load(path)
+        preload_shipped_embeddings(featurizer)
         prompts = list(dict.fromkeys(e.prompt for e in entries))
         index = {p: i for i, p in enumerate(prompts)}
         texts = [e.text for e in entries]
@@ -67,6 +74,13 @@ class RewardWorld:
         for i, g in enumerate(which):
             a[i], b[i] = rng.choice(groups[g], size=2, replace=False)
         return a, b
+
+    def differences(
+        self, a: np.ndarray, b: np.ndarray, a_wins: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``φ(a) − φ(b)`` per pair; with ``a_wins``, oriented as chosen − rejected."""
+        z = self.features[a] - self.features[b]
+        return z if a_wins is None else np.where(a_wins[:, None], z, -z)
 
     def utilities(self, users: Population) -> np.ndarray:
         """True utility of every reply for every user: ``(n_replies, n_users)``."""
@@ -102,9 +116,7 @@ class RewardWorld:
         return a_out[:n], b_out[:n]
 
 
-def bt_labels(
-    gaps: np.ndarray, beta: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Bradley–Terry labels for pairs with utility gaps ``u_a − u_b``: ``(a_wins, P(a ≻ b))``."""
-    p = 0.5 * (1.0 + np.tanh(beta * np.asarray(gaps) / 2.0))
-    return rng.random(p.shape) < p, p
+def bt_labels(gaps: np.ndarray, beta: float, rng: np.random.Generator) -> np.ndarray:
+    """Bradley–Terry labels for pairs with utility gaps ``u_a − u_b``: True where a wins."""
+    p = sigmoid(beta * np.asarray(gaps))
+    return rng.random(p.shape) < p

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from persona_sdk.posterior import sigmoid
 from persona_sdk.simulate_attributes import (
     ATTRIBUTE_INDEX,
     ATTRIBUTE_NAMES,
@@ -195,11 +196,11 @@ def calibrate_beta(utility_gaps: np.ndarray, target: float = 0.925) -> float:
     if not 0.5 < target < 1.0 or not gaps.any():
         raise ValueError("need 0.5 < target < 1 and some non-zero utility gaps")
     low, high = 0.0, 1.0
-    while np.mean(0.5 * (1 + np.tanh(high * gaps / 2))) < target:
+    while np.mean(sigmoid(high * gaps)) < target:
         high *= 2
     for _ in range(60):
         mid = 0.5 * (low + high)
-        if np.mean(0.5 * (1 + np.tanh(mid * gaps / 2))) < target:
+        if np.mean(sigmoid(mid * gaps)) < target:
             low = mid
         else:
             high = mid

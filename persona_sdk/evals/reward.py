@@ -30,7 +30,7 @@ from persona_sdk.basis_fit import (
     population_prior,
 )
 from persona_sdk.population import INDIFFERENCE, ORACLE_TARGET, simulated_pairs
-from persona_sdk.posterior import fit_posterior
+from persona_sdk.posterior import fit_posterior, sigmoid
 from persona_sdk.reward_pool import RewardWorld, bt_labels
 from persona_sdk.simulate import make_reward_population, split_seen_unseen
 
@@ -73,9 +73,6 @@ class RewardEvalResult:
     beta: list[float]
     config: dict
 
-    def at(self, method: str, shots: int) -> float:
-        return self.accuracy[method][self.shots.index(shots)]
-
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
@@ -83,11 +80,6 @@ class RewardEvalResult:
 def _expected_accuracy(scores: np.ndarray, p_true: np.ndarray) -> float:
     """Agreement of ``sign(scores)`` with labels drawn at ``p_true`` (ties count half)."""
     return float(np.mean(np.where(scores > 0, p_true, np.where(scores < 0, 1 - p_true, 0.5))))
-
-
-def _oriented(world: RewardWorld, a, b, a_wins) -> np.ndarray:
-    z = world.features[a] - world.features[b]
-    return np.where(a_wins[:, None], z, -z)
 
 
 def run_reward_eval(
@@ -149,11 +141,11 @@ def _run_seed(world, config, shots, seed, progress) -> dict:
         utility, threshold = truth[:, u], thresholds[u]
         ea, eb = world.answerable_pairs(held_out, config.eval_pairs, utility, threshold, rng)
         gap = truth[ea, u] - truth[eb, u]
-        p_true = 0.5 * (1.0 + np.tanh(beta * gap / 2.0))
-        z_eval = (world.features[ea] - world.features[eb]) / scale
+        p_true = sigmoid(beta * gap)
+        z_eval = world.differences(ea, eb) / scale
         sa, sb = world.answerable_pairs(train, max(shots), utility, threshold, rng)
-        wins, _ = bt_labels(truth[sa, u] - truth[sb, u], beta, rng)
-        z_shots = _oriented(world, sa, sb, wins) / scale
+        wins = bt_labels(truth[sa, u] - truth[sb, u], beta, rng)
+        z_shots = world.differences(sa, sb, wins) / scale
 
         def accuracy(direction: np.ndarray, z_eval=z_eval, p_true=p_true) -> float:
             return _expected_accuracy(z_eval @ direction, p_true)
@@ -182,7 +174,7 @@ def _active(world, prior, utility, threshold, beta, train, scale, shots, rng, ac
     not count, exactly as a skip in ``persona onboard``."""
     basis, mean, precision = prior
     ca, cb = world.sample_pairs(train, n_cand, rng)
-    g_candidates = ((world.features[ca] - world.features[cb]) / scale) @ basis
+    g_candidates = (world.differences(ca, cb) / scale) @ basis
     asked, answers, row = [], [], []
     posterior = fit_posterior(np.zeros((0, len(mean))), mean, precision)
     while len(answers) < max(shots) and len(asked) < n_cand:
@@ -193,8 +185,8 @@ def _active(world, prior, utility, threshold, beta, train, scale, shots, rng, ac
         gap = utility[ca[pick]] - utility[cb[pick]]
         if abs(gap) <= threshold:
             continue
-        a_wins, _ = bt_labels(np.array([gap]), beta, rng)
-        answers.append(g_candidates[pick] if a_wins[0] else -g_candidates[pick])
+        a_wins = bt_labels(np.array([gap]), beta, rng)[0]
+        answers.append(g_candidates[pick] if a_wins else -g_candidates[pick])
         posterior = fit_posterior(np.array(answers), mean, precision)
         if len(answers) in shots:
             row.append(accuracy(basis @ posterior.mean))
