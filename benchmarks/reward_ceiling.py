@@ -6,8 +6,13 @@ once on the simulator's true attributes, and scored on held-out prompts. The fir
 ceiling of any linear reward on these features (no basis, no prior, lots of data); the
 second shows what perfect features would give.
 
+A second table bounds few-shot accuracy itself: ``--basis-users`` unseen users are fit from
+1–16 labelled pairs with everything the SDK has to learn handed over for free (the true
+attributes as features, the simulator's own archetypes as the basis, and a prior fit on
+200 seen users' true weights). No learner that must discover the basis can beat it.
+
 Usage: ``python benchmarks/reward_ceiling.py [--users 12] [--pairs 4000]
-[--indifference 0.5]``. Prints a table, then one JSON line.
+[--basis-users 50] [--indifference 0.5]``. Prints two tables, then one JSON line.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from persona_sdk.embedder import load_embedder
 from persona_sdk.features import EmbeddingStyleFeaturizer
 from persona_sdk.posterior import fit_posterior, sigmoid
 from persona_sdk.reward_pool import RewardWorld, bt_labels
-from persona_sdk.simulate import calibrate_beta, make_reward_population
+from persona_sdk.simulate import archetype_matrix, calibrate_beta, make_reward_population
+
+SHOTS = (1, 2, 4, 8, 16)
 
 
 def main() -> None:
@@ -31,6 +38,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=12)
     parser.add_argument("--pairs", type=int, default=4000)
     parser.add_argument("--indifference", type=float, default=0.5)
+    parser.add_argument("--basis-users", type=int, default=50)
     parser.add_argument("--seed", type=int, default=9)
     args = parser.parse_args()
     world = RewardWorld.build(EmbeddingStyleFeaturizer(load_embedder()))
@@ -74,10 +82,50 @@ def main() -> None:
         table.add_column(column, justify="right")
     table.add_row(f"{oracle:.1%}", f"{features:.1%}", f"{attributes:.1%}")
     Console().print(table)
+    few_shot = oracle_basis_accuracy(world, held_out, train, args, rng)
+    table = Table(title=f"few-shot with the true features, basis and prior, {args.basis_users} users")
+    for shots in SHOTS:
+        table.add_column(f"{shots} shots", justify="right")
+    table.add_row(*(f"{few_shot[s]:.1%}" for s in SHOTS))
+    Console().print(table)
     print(json.dumps({"users": args.users, "pairs": args.pairs,
                       "indifference": args.indifference, "oracle": round(oracle, 4),
                       "features_lr": round(features, 4),
-                      "attributes_lr": round(attributes, 4)}))  # fmt: skip
+                      "attributes_lr": round(attributes, 4),
+                      "oracle_basis": {s: round(a, 4) for s, a in few_shot.items()}}))  # fmt: skip
+
+
+def oracle_basis_accuracy(world, held_out, train, args, rng, n_seen: int = 200) -> dict:
+    """Mean held-out accuracy per shot count for a MAP fit in the simulator's archetype
+    coordinates, with a Gaussian prior from the seen users' true (β-scaled) coordinates."""
+    archetypes = archetype_matrix()
+    users = make_reward_population(n_seen + args.basis_users, seed=args.seed + 1)
+    utility = world.utilities(users)
+    thresholds = world.indifference(utility, args.indifference, rng)
+    weights = np.stack([u.weights for u in users])
+    coords = np.linalg.lstsq(archetypes.T, weights.T, rcond=None)[0].T
+    g_all = world.attributes @ archetypes.T
+
+    def draw(u, prompts, n):
+        a, b = world.answerable_pairs(prompts, n, utility[:, u], thresholds[u], rng)
+        return a, b, utility[a, u] - utility[b, u]
+
+    betas = np.array([calibrate_beta(draw(u, train, 500)[2]) for u in range(n_seen)])
+    scaled = betas[:, None] * coords[:n_seen]
+    precision = np.linalg.inv(np.cov(scaled.T) + 1e-3 * np.eye(len(archetypes)))
+    accuracy = {s: [] for s in SHOTS}
+    for u in range(n_seen, len(users)):
+        a, b, gap = draw(u, train, 500)
+        beta = calibrate_beta(gap)
+        wins = bt_labels(gap, beta, rng)
+        c, d, test_gap = draw(u, held_out, 2000)
+        p_true = sigmoid(beta * test_gap)
+        for s in SHOTS:
+            z = np.where(wins[:s, None], g_all[a[:s]] - g_all[b[:s]], g_all[b[:s]] - g_all[a[:s]])
+            w = fit_posterior(z, scaled.mean(0), precision).mean
+            right = (g_all[c] - g_all[d]) @ w > 0
+            accuracy[s].append(float(np.mean(np.where(right, p_true, 1 - p_true))))
+    return {s: float(np.mean(v)) for s, v in accuracy.items()}
 
 
 if __name__ == "__main__":
