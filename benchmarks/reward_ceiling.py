@@ -83,7 +83,9 @@ def main() -> None:
     table.add_row(f"{oracle:.1%}", f"{features:.1%}", f"{attributes:.1%}")
     Console().print(table)
     few_shot = oracle_basis_accuracy(world, held_out, train, args, rng)
-    table = Table(title=f"few-shot with the true features, basis and prior, {args.basis_users} users")
+    table = Table(
+        title=f"few-shot with the true features, basis and prior, {args.basis_users} users"
+    )
     for shots in SHOTS:
         table.add_column(f"{shots} shots", justify="right")
     table.add_row(*(f"{few_shot[s]:.1%}" for s in SHOTS))

@@ -1,4 +1,5 @@
-"""``persona demo``: two users with different rules answer the same prompts."""
+"""``persona demo``: two users with different rules and a few A/B picks each answer the same
+prompts; their picks give each their own generated adapter, their rules go in the prompt."""
 
 from __future__ import annotations
 
@@ -17,6 +18,24 @@ DEMO_USERS: dict[str, list[tuple[str, str | None]]] = {
         ("Answer with a bulleted list.", "tips and advice"),
     ],
 }
+DEMO_PAIRS: dict[str, list[tuple[str, str, str]]] = {  # (prompt, chosen, rejected)
+    "ana": [
+        ("What is rain?", "Water falling from clouds.",
+         "Rain is a fascinating meteorological phenomenon. Dear reader, let me explain in "
+         "detail how water vapour condenses in the atmosphere and then falls to the ground."),
+        ("How do I boil an egg?", "Boil it for nine minutes.",
+         "1. Fill a pot with water.\n2. Bring it to a boil.\n3. Add the egg.\n4. Wait."),
+    ],
+    "ben": [
+        ("How do plants eat?", "Hey! 🌱 Plants are like little chefs:\n- they drink water\n"
+         "- they soak up sunshine\n- they make sugar for food",
+         "Photosynthesis is the process by which plants convert light energy into "
+         "chemical energy."),
+        ("Why is the sky blue?", "Great question! Sunlight bounces around in the air, and "
+         "blue bounces the most, so we see blue everywhere.",
+         "Rayleigh scattering."),
+    ],
+}  # fmt: skip
 DEMO_PROMPTS = [
     "Explain what a black hole is.",
     "Give me tips to sleep better.",
@@ -42,6 +61,8 @@ def run_demo(settings, max_new_tokens: int = 60, as_json: bool = False) -> dict:
             for user_id, user_rules in DEMO_USERS.items():
                 for text, context in user_rules:
                     persona.user(user_id).add_rule(text, context=context)
+                for prompt, chosen, rejected in DEMO_PAIRS[user_id]:
+                    persona.user(user_id).add_pair(prompt, chosen=chosen, rejected=rejected)
             requests = [(u, p) for p in DEMO_PROMPTS for u in DEMO_USERS]
             start = time.perf_counter()
             with err_console.status(f"generating {len(requests)} replies in one batch…"):

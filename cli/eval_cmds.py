@@ -139,3 +139,61 @@ def register(app: typer.Typer) -> None:
         console.print(table)
         if plot is not None:
             err_console.print(f"plot written to {plot}")
+
+    @evaluation.command("adapters")
+    def adapters(
+        ctx: typer.Context,
+        users: int = typer.Option(20, help="Unseen simulated users."),
+        prompts: int = typer.Option(12, help="Held-out prompts per user."),
+        direction_prompts: int = typer.Option(24, help="Held-out prompts per basis direction."),
+        shots: int = typer.Option(16, help="Pairs each user answers before their adapter."),
+        max_new_tokens: int = typer.Option(96, help="Most tokens per reply."),
+        seed: int = typer.Option(0, help="Seed for users and prompts."),
+        plot: Path = typer.Option(None, "--plot", help="Write both measures to this PNG."),
+        json_: bool = JsonOption,
+    ) -> None:
+        """Basis adapters vs the base on their own reward; user adapters vs the base on
+        simulated users' true utility (held-out prompts)."""
+        from persona_sdk.evals.adapters import AdapterEvalConfig, run_adapter_eval
+        from persona_sdk.evals.plots import plot_adapter_eval, png_path
+
+        config = AdapterEvalConfig(
+            users=validate_int(users, "users", low=1, high=10_000),
+            prompts=validate_int(prompts, "prompts", low=2, high=60),
+            direction_prompts=validate_int(direction_prompts, "direction-prompts", low=2, high=60),
+            shots=validate_int(shots, "shots", low=1, high=256),
+            max_new_tokens=validate_int(max_new_tokens, "max-new-tokens", low=1, high=2048),
+            seed=validate_int(seed, "seed", low=0),
+        )
+        if plot is not None:
+            png_path(plot)
+        with ctx.obj.open() as persona, Progress(*COLUMNS, console=err_console) as progress:
+            result = run_adapter_eval(persona, config, progress)
+        if plot is not None:
+            plot_adapter_eval(result, plot)
+        summary = result.to_dict()
+        if json_:
+            emit_json(summary)
+            return
+        table = Table(title="basis adapters: own-direction reward vs the base (held-out)")
+        for column in ("direction", "axis", "base mean", "adapter mean", "effect (base SDs)"):
+            table.add_column(column, justify="right")
+        for d in result.directions:
+            table.add_row(str(d["direction"]), d["axis"], f"{d['base_mean']:.3f}",
+                          f"{d['adapter_mean']:.3f}",
+                          f"{d['effect_sd']:+.2f} ± {d['ci95_sd']:.2f}")  # fmt: skip
+        console.print(table)
+        table = Table(title="user adapters: true utility gain over the base, ±95% CI")
+        for column in ("user", "cares most about", "base", "adapter", "gain"):
+            table.add_column(column, justify="right")
+        for u in result.users:
+            gain = f"{u['gain']:+.3f} ± {u['ci95']:.3f}"
+            table.add_row(str(u["user"]), ", ".join(u["top"]), f"{u['base_utility']:.3f}",
+                          f"{u['adapter_utility']:.3f}", gain)  # fmt: skip
+        console.print(table)
+        console.print(
+            f"{summary['directions_passing']}/{len(result.directions)} directions raise their "
+            f"reward ≥ 0.5 SD; {summary['share_improved']:.0%} of users gain (target ≥ 70%)."
+        )
+        if plot is not None:
+            err_console.print(f"plot written to {plot}")

@@ -8,7 +8,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from persona_sdk.cli import eval_cmds, memory_cmds, reward_cmds
+from persona_sdk.cli import adapter_cmds, eval_cmds, memory_cmds, reward_cmds
 from persona_sdk.cli.common import JsonOption, Settings, existing_user, open_persona
 from persona_sdk.cli.render import (
     console,
@@ -297,9 +297,14 @@ def demo(
 
 memory_cmds.register(app)
 reward_cmds.register(app)
+adapter_cmds.register(app)
 eval_cmds.register(app)
 
 
 def run() -> None:
     """Console-script entry point."""
     app()
+
+
+if __name__ == "__main__":
+    run()

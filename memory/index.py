@@ -47,7 +47,8 @@ def user_file_stem(user_id: str) -> str:
     return hashlib.sha256(user_id.encode("utf-8")).hexdigest()[:32]
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -182,7 +183,7 @@ class IndexManager:
             manifest = json.loads(manifest_path.read_text())
             if manifest.get("version") != version or manifest.get("dim") != self.dim:
                 return None
-            if _sha256(index_path) != manifest.get("sha256"):
+            if file_sha256(index_path) != manifest.get("sha256"):
                 return None
             index = UserIndex.from_bytes(index_path.read_bytes())
         except (OSError, ValueError, RuntimeError):
@@ -256,7 +257,7 @@ class IndexManager:
             return "missing"
         try:
             manifest = json.loads(manifest_path.read_text())
-            if _sha256(index_path) != manifest.get("sha256"):
+            if file_sha256(index_path) != manifest.get("sha256"):
                 return "corrupt"
         except (OSError, ValueError):
             return "corrupt"

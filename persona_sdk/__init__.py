@@ -12,6 +12,7 @@ Start with :class:`Persona`::
 from persona_sdk.basis import RewardBasis
 from persona_sdk.config import GenerationConfig, RetrievalConfig
 from persona_sdk.errors import (
+    AdapterError,
     BasisError,
     DataDirError,
     FeaturizerMismatchError,
@@ -20,6 +21,7 @@ from persona_sdk.errors import (
     InvalidUserIdError,
     MemoryNotFoundError,
     ModelLoadError,
+    NotEnoughDataError,
     PersonaError,
     PopulationDataError,
     StoreError,
@@ -35,6 +37,7 @@ from persona_sdk.user import Explanation, User
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdapterError",
     "BasisError",
     "DataDirError",
     "Explanation",
@@ -46,6 +49,7 @@ __all__ = [
     "Memory",
     "MemoryNotFoundError",
     "ModelLoadError",
+    "NotEnoughDataError",
     "Persona",
     "PersonaError",
     "PopulationDataError",

@@ -57,3 +57,12 @@ class FeaturizerMismatchError(BasisError):
 
 class PopulationDataError(InvalidInputError):
     """A population file for ``persona basis fit`` has missing fields or unusable users."""
+
+
+class AdapterError(PersonaError):
+    """An adapter is missing, corrupt or truncated, or was built for another base model or
+    basis; the adapter already in use stays in place."""
+
+
+class NotEnoughDataError(InvalidInputError):
+    """A user has too little data for the requested operation (e.g. a per-user fine-tune)."""

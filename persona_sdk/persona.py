@@ -6,17 +6,19 @@ import atexit
 import contextlib
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from persona_sdk.adapters.manager import UserAdapters
 from persona_sdk.basis import RewardBasis
 from persona_sdk.config import GenerationConfig, MemoryConfig, RetrievalConfig, default_data_dir
 from persona_sdk.embedder import Embedder, load_embedder
 from persona_sdk.errors import InvalidInputError, StoreError
 from persona_sdk.features import Featurizer
 from persona_sdk.generation import BatchGeneration, SamplingParams
+from persona_sdk.guidance import RowPlan, guided_forward
 from persona_sdk.memory.consolidation import Outcome, RuleSet
 from persona_sdk.memory.doctor import DoctorReport
 from persona_sdk.memory.index import IndexManager
@@ -41,6 +43,8 @@ class _Request:
     rules: list[RetrievedRule]
     token_ids: list[int]
     retrieve_ms: float
+    plan: RowPlan = field(default_factory=lambda: RowPlan(None, 0.0))
+    has_pairs: bool = False
 
 
 class Persona:
@@ -63,6 +67,7 @@ class Persona:
         memory: MemoryConfig | None = None,
         basis: RewardBasis | str | Path | None = None,
         featurizer: Featurizer | None = None,
+        adapters: str | Path | None = None,
     ):
         self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
         self.store = MemoryStore(self.data_dir)
@@ -78,6 +83,7 @@ class Persona:
         self._retriever: Retriever | None = None
         self._rule_sets: dict[str, RuleSet] = {}
         self.rewards = Rewards(self, basis, featurizer)
+        self.adapters = UserAdapters(self, adapters)
         atexit.register(self.close)
 
     @classmethod
@@ -88,7 +94,9 @@ class Persona:
         ``embedder`` (sentence-transformers id or path), ``device``, ``dtype``, the
         ``retrieval``, ``generation`` and ``memory`` configs, and the reward ``basis`` (a
         file or :class:`RewardBasis`; default: the data dir's ``basis.npz`` from
-        ``persona basis fit``, else the shipped one) with its ``featurizer``.
+        ``persona basis fit``, else the shipped one) with its ``featurizer``, and the
+        basis ``adapters`` folder (default: the data dir's ``basis_adapters`` from
+        ``persona adapters build-basis``, else the set shipped for the embedded model).
         """
         return cls(data_dir, **kwargs)
 
@@ -237,6 +245,7 @@ class Persona:
         self.indexes.drop(user_id)
         self._rule_sets.pop(user_id, None)
         self.rewards.forget(user_id)
+        self.adapters.forget(user_id)
         if self._retriever is not None:
             self._retriever.forget(user_id)
         self.store.delete_user(user_id)
@@ -274,8 +283,11 @@ class Persona:
             stop=stops,
         )
 
-    def _request(self, user_id: str, prompt: Prompt, params: SamplingParams) -> _Request:
+    def _request(
+        self, user_id: str, prompt: Prompt, params: SamplingParams, strength: float = 0.0
+    ) -> _Request:
         user_id = validate_user_id(user_id)
+        strength = validate_number(strength, "strength", low=0.0, high=self.generation.max_strength)
         start = time.perf_counter()
         full, rules = self._personalized_messages(user_id, prompt)
         retrieve_ms = (time.perf_counter() - start) * 1000
@@ -285,7 +297,11 @@ class Persona:
                 f"prompt ({len(token_ids)} tokens) plus max_new_tokens "
                 f"({params.max_new_tokens}) exceeds the model's {self.host.max_context}"
             )
-        return _Request(user_id, rules, token_ids, retrieve_ms)
+        plan = RowPlan(self.adapters.serving_name(user_id, strength), strength)
+        if plan.adapter is None:
+            plan = RowPlan(None, 0.0)  # no basis adapters for this model: rules only
+        has_pairs = plan.adapter is not None and self.rewards.profile(user_id).personalized
+        return _Request(user_id, rules, token_ids, retrieve_ms, plan, has_pairs)
 
     def _reply(self, request: _Request, gen: BatchGeneration, row: int, started: float) -> Reply:
         state = gen.rows[row]
@@ -299,8 +315,8 @@ class Persona:
             text=state.text.strip(),
             user_id=request.user_id,
             used_rules=request.rules,
-            strength=0.0,  # no user adapter exists yet: replies are rule-prompted only
-            personalized=bool(request.rules),
+            strength=request.plan.strength,
+            personalized=bool(request.rules) or request.has_pairs,
             model=self.host.name,
             finish_reason=state.finish_reason or "stop",
             tokens=len(state.tokens),
@@ -329,8 +345,9 @@ class Persona:
         """
         started = time.perf_counter()
         params = self._sampling(strength, best_of, max_new_tokens, temperature, top_p, seed, stop)
-        request = self._request(user_id, prompt, params)
-        gen = BatchGeneration(self.host, [request.token_ids], params)
+        request = self._request(user_id, prompt, params, strength)
+        forward = guided_forward(self.host, self.adapters.server, [request.plan])
+        gen = BatchGeneration(self.host, [request.token_ids], params, forward)
         if not stream:
             gen.run()
             return self._reply(request, gen, 0, started)
@@ -346,14 +363,21 @@ class Persona:
         top_p: float | None = None,
         seed: int | None = None,
         stop: Sequence[str] | None = None,
+        strength: float | Sequence[float] = 1.0,
     ) -> list[Reply]:
-        """Serve several ``(user_id, prompt)`` requests in one batched decode."""
+        """Serve several ``(user_id, prompt)`` requests in one batched decode; each row has
+        its own user adapter and ``strength`` (one value, or one per request)."""
         if not requests:
             raise InvalidInputError("generate_batch needs at least one (user_id, prompt) request")
+        strengths = [strength] * len(requests) if np.isscalar(strength) else list(strength)
+        if len(strengths) != len(requests):
+            raise InvalidInputError("give one strength, or one per request")
         started = time.perf_counter()
-        params = self._sampling(1.0, 1, max_new_tokens, temperature, top_p, seed, stop)
-        prepared = [self._request(user_id, prompt, params) for user_id, prompt in requests]
-        gen = BatchGeneration(self.host, [r.token_ids for r in prepared], params)
+        params = self._sampling(0.0, 1, max_new_tokens, temperature, top_p, seed, stop)
+        prepared = [self._request(user_id, prompt, params, a)
+                    for (user_id, prompt), a in zip(requests, strengths)]  # fmt: skip
+        forward = guided_forward(self.host, self.adapters.server, [r.plan for r in prepared])
+        gen = BatchGeneration(self.host, [r.token_ids for r in prepared], params, forward)
         gen.run()
         return [self._reply(r, gen, i, started) for i, r in enumerate(prepared)]
 

@@ -35,13 +35,28 @@ def test_a_stated_rule_changes_the_real_reply(real_host, tmp_path, embedder):
     persona.user("ana").add_rule("Answer in one sentence.")
     prompt = "Explain what a black hole is."
     with_rule, plain = persona.generate_batch(
-        [("ana", prompt), ("nobody", prompt)], max_new_tokens=60
+        [("ana", prompt), ("nobody", prompt)], max_new_tokens=60, strength=0.0
     )
     assert "black hole" in plain.text.lower() and "black hole" in with_rule.text.lower()
     assert plain.finish_reason == "length"  # the base model rambles on
     assert with_rule.finish_reason == "stop" and with_rule.tokens < plain.tokens
-    streamed = persona.generate("ana", prompt, max_new_tokens=60, stream=True)
+    streamed = persona.generate("ana", prompt, max_new_tokens=60, stream=True, strength=0.0)
     assert "".join(streamed).strip() == with_rule.text
+    persona.close()
+
+
+def test_shipped_basis_adapters_guide_the_real_model(real_host, tmp_path, embedder):
+    persona = Persona.open(tmp_path, model=real_host, embedder=embedder)
+    user = persona.user("cy")
+    user.add_pair("Say hi to the team", chosen="Hi all!", rejected="Dear colleagues, greetings.")
+    prompt = "Write a two-line note telling my team the office is closed on Friday."
+    base, guided = persona.generate_batch([("cy", prompt)] * 2, max_new_tokens=40,
+                                          strength=[0.0, 1.0])  # fmt: skip
+    assert base.strength == 0.0 and guided.strength == 1.0 and guided.personalized
+    assert guided.text and guided.text != base.text
+    info = persona.adapters.info("cy")
+    assert info["source"] == "generated" and info["rank"] == 64
+    assert persona.adapters.basis_adapters.manifest.base_model == EMBEDDED_MODEL
     persona.close()
 
 
@@ -53,4 +68,5 @@ def test_demo_on_the_embedded_model():
     assert len(data["replies"]) == 6 and all(r["text"] for r in data["replies"])
     by_user = {u: [r for r in data["replies"] if r["user_id"] == u] for u in ("ana", "ben")}
     assert all(r["used_rules"] for rs in by_user.values() for r in rs)
-    assert by_user["ana"][0]["text"] != by_user["ben"][0]["text"]
+    pairs = zip(by_user["ana"], by_user["ben"])
+    assert sum(a["text"] != b["text"] for a, b in pairs) >= 2

@@ -76,3 +76,29 @@ def plot_edit_costs(result, path: str | Path) -> Path:
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     figure.suptitle(f"persona eval edits: {result.users} simulated users on {result.model}")
     return _save(figure, path)
+
+
+def plot_adapter_eval(result, path: str | Path) -> Path:
+    """Left: each basis adapter's effect on its own reward (base SDs). Right: each
+    simulated user's true-utility gain with their generated adapter, ±95% CI."""
+    path = png_path(path)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6))
+    effects = [d["effect_sd"] for d in result.directions]
+    left.bar(range(len(effects)), effects, yerr=[d["ci95_sd"] for d in result.directions],
+             color="tab:blue", alpha=0.8)  # fmt: skip
+    left.axhline(0.5, color="black", linestyle="--", label="target 0.5 SD")
+    left.set_xticks(range(len(effects)), [d["axis"] for d in result.directions], rotation=35,
+                    ha="right", fontsize=7)  # fmt: skip
+    left.set(ylabel="reward change (base SDs)", title="basis adapter vs base, own direction")
+    left.legend(fontsize=8)
+    users = sorted(result.users, key=lambda u: u["gain"])
+    gains = [u["gain"] for u in users]
+    right.errorbar(range(len(gains)), gains, yerr=[u["ci95"] for u in users], fmt="o",
+                   color="tab:green")  # fmt: skip
+    right.axhline(0.0, color="black", linewidth=0.8)
+    title = f"generated user adapters: {result.share_improved:.0%} of users gain"
+    right.set(xlabel="simulated unseen user (sorted)", ylabel="true utility gain over base",
+              title=title)  # fmt: skip
+    for axis in (left, right):
+        axis.grid(alpha=0.3)
+    return _save(figure, path)

@@ -1,0 +1,147 @@
+"""``persona adapters build-basis``: one LoRA per reward direction, trained once per base
+model with DPO on base-model replies ranked by that direction's reward (design §3)."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from persona_sdk.adapters.config import BuildConfig
+from persona_sdk.adapters.dpo import PreferencePair, encode_pairs, train_dpo
+from persona_sdk.adapters.manifest import (
+    AdapterManifest,
+    lora_config,
+    model_fingerprint,
+    save_peft_folder,
+)
+from persona_sdk.basis import RewardBasis
+from persona_sdk.models import ModelHost
+from persona_sdk.reward_pool import RewardWorld
+
+HELD_OUT_EVERY = 5  # one prompt in five is never trained on
+
+
+def is_held_out(prompt: str) -> bool:
+    """A stable split of prompts (by text hash), shared by the build and ``eval adapters``."""
+    return hashlib.blake2b(prompt.encode(), digest_size=4).digest()[0] % HELD_OUT_EVERY == 0
+
+
+def direction_rewards(world: RewardWorld, basis: RewardBasis) -> np.ndarray:
+    """``r_k`` of every reply in ``world``: ``(n_replies, K)``."""
+    return basis.project(world.features)
+
+
+def direction_pairs(
+    world: RewardWorld, rewards: np.ndarray, k: int, pairs_per_prompt: int
+) -> list[PreferencePair]:
+    """Per train prompt, its i-th best reply under ``r_k`` against its i-th worst."""
+    train = np.array([i for i, p in enumerate(world.prompts) if not is_held_out(p)])
+    pairs = []
+    for prompt_id, replies in zip(train, world.replies_of(train)):
+        if len(replies) < 2:
+            continue
+        ranked = replies[np.argsort(-rewards[replies, k], kind="stable")]
+        for i in range(min(pairs_per_prompt, len(ranked) // 2)):
+            best, worst = ranked[i], ranked[len(ranked) - 1 - i]
+            if rewards[best, k] > rewards[worst, k]:
+                pairs.append(
+                    PreferencePair(world.prompts[prompt_id], world.texts[best], world.texts[worst])
+                )
+    return pairs
+
+
+def _progress():
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+
+
+def build_basis_adapters(
+    host: ModelHost,
+    basis: RewardBasis,
+    world: RewardWorld,
+    out: Path,
+    config: BuildConfig | None = None,
+    progress: bool = True,
+) -> AdapterManifest:
+    """Train (or resume) every direction's adapter into ``out``; returns the manifest.
+
+    ``host`` is trained in place (load it unshared). Finished directions are skipped, and an
+    interrupted one resumes from its last checkpoint under ``out/.partial``.
+    """
+    from peft import get_peft_model
+
+    config = config or BuildConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    fingerprint = model_fingerprint(host.model)
+    try:
+        manifest = AdapterManifest.load(out)
+        manifest.check(host.name, fingerprint, basis.basis_id, 0)
+    except Exception:
+        manifest = AdapterManifest(
+            base_model=host.name,
+            base_fingerprint=fingerprint,
+            basis_id=basis.basis_id,
+            featurizer=basis.featurizer,
+            lora=config.lora.to_dict(),
+            dpo=config.dpo.to_dict(),
+            data={"pairs_per_prompt": config.pairs_per_prompt, "prompts": len(world.prompts),
+                  "replies": len(world.texts), "held_out_every": HELD_OUT_EVERY},
+        )  # fmt: skip
+    rewards = direction_rewards(world, basis)
+    directions = config.directions or tuple(range(basis.rank))
+    todo = [k for k in directions if str(k) not in manifest.directions]
+    peft_model = None
+    with _progress() as bar:
+        bar.disable = not progress
+        for k in todo:
+            name = f"direction_{k}"
+            pairs = direction_pairs(world, rewards, k, config.pairs_per_prompt)
+            encoded = encode_pairs(host, pairs, config.dpo.max_reply_tokens)
+            torch.manual_seed(config.dpo.seed + k)  # the same init when a build resumes
+            spec = lora_config(config.lora)
+            if peft_model is None:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", FutureWarning)
+                    peft_model = get_peft_model(host.model, spec, adapter_name=name)
+            else:
+                peft_model.add_adapter(name, spec)
+            peft_model.set_adapter(name)
+            start = time.perf_counter()
+            stats = train_dpo(
+                peft_model, host, encoded, config.dpo, out / ".partial" / name, bar,
+                f"direction {k} ({basis.axes[k].name})",
+            )  # fmt: skip
+            from peft import get_peft_model_state_dict
+
+            state = get_peft_model_state_dict(peft_model, adapter_name=name)
+            sha = save_peft_folder(out / name, spec, state, dtype=torch.float16)
+            gap = rewards[:, k]
+            stats.update(wall_seconds=round(time.perf_counter() - start, 1),
+                         reward_std=float(gap.std()), axis=basis.axes[k].name)  # fmt: skip
+            manifest.directions[str(k)] = {"folder": name, "sha256": sha, "stats": stats}
+            manifest.save(out)
+            shutil.rmtree(out / ".partial" / name, ignore_errors=True)
+            peft_model.delete_adapter(name)
+    shutil.rmtree(out / ".partial", ignore_errors=True)
+    return manifest

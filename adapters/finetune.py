@@ -1,0 +1,52 @@
+"""``persona adapters finetune``: DPO on one user's own pairs, starting from their generated
+adapter, against the plain base model as reference (the same loss as the basis build)."""
+
+from __future__ import annotations
+
+from persona_sdk.adapters.config import DPOConfig
+from persona_sdk.adapters.dpo import PreferencePair, encode_pairs, train_dpo
+from persona_sdk.errors import NotEnoughDataError
+
+DEFAULT_MIN_PAIRS = 50
+
+
+def finetune_user(
+    persona,
+    user_id: str,
+    config: DPOConfig | None = None,
+    min_pairs: int = DEFAULT_MIN_PAIRS,
+    progress: bool = True,
+) -> dict:
+    """Fine-tune ``user_id``'s adapter on their pairs (edits count as pairs); the result is
+    served from the next request on. Holds the model's adapter lock while training."""
+    from peft import get_peft_model_state_dict
+    from rich.progress import Progress
+
+    config = config or DPOConfig(steps=30, learning_rate=5e-4)
+    persona.store.require_user(user_id)
+    memories = persona.store.memories(user_id, kind="pair")
+    if len(memories) < min_pairs:
+        raise NotEnoughDataError(
+            f"user {user_id!r} has {len(memories)} pairs; a fine-tune needs at least "
+            f"{min_pairs} (set --min-pairs to change this)"
+        )
+    manager = persona.adapters
+    generated = manager.resolve(user_id)
+    pairs = [PreferencePair(m.prompt, m.chosen, m.rejected) for m in memories]
+    host = persona.host
+    encoded = encode_pairs(host, pairs, config.max_reply_tokens, persona.generation.system_prompt)
+    server = manager.server
+    key = f"{manager._key(user_id)}\0training"
+    with server.lock:
+        name = server.put(key, manager._key(user_id), generated.config, generated.state)
+        try:
+            with server.active(name), Progress(disable=not progress) as bar:
+                server.peft_model.base_model.set_adapter(name)  # makes it trainable
+                stats = train_dpo(server.peft_model, host, encoded, config, None, bar,
+                                  f"fine-tuning {user_id}")  # fmt: skip
+            state = get_peft_model_state_dict(server.peft_model, adapter_name=name)
+            state = {k: v.detach().clone() for k, v in state.items()}
+        finally:
+            server.drop_user(manager._key(user_id))
+    folder = manager.save_finetune(user_id, state, generated.rank, len(pairs), stats)
+    return {"user_id": user_id, "path": str(folder), "pairs": len(pairs), **stats}

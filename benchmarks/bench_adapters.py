@@ -1,0 +1,107 @@
+"""User-adapter speed on the embedded model: generating a user's adapter (exact combination
+of the shipped basis adapters, loaded into the shared model), a cached switch, memory per
+cached adapter, decode speed with and without an adapter, and the recorded build time.
+
+Usage: ``python benchmarks/bench_adapters.py [--repeats 30] [--tokens 48]``.
+Prints a table, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+
+import numpy as np
+from bench_reward import percentiles  # run as a script: benchmarks/ is on sys.path
+from rich.console import Console
+from rich.table import Table
+
+from persona_sdk import Persona
+from persona_sdk.generation import BatchGeneration, SamplingParams
+
+PAIRS = [
+    ("Write a note to my team about Friday", "Team: Friday is off. Enjoy!",
+     "Dear team,\n\nI am writing to let you know that the office will be closed on Friday."),
+    ("How do I boil an egg?", "1. Boil water.\n2. Add the egg.\n3. Wait 9 minutes.",
+     "Boiling an egg is a simple process that many people enjoy in the morning."),
+]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--tokens", type=int, default=48)
+    args = parser.parse_args()
+    console = Console()
+    with tempfile.TemporaryDirectory() as tmp, Persona.open(tmp) as persona:
+        user = persona.user("bench")
+        for prompt, chosen, rejected in PAIRS:
+            user.add_pair(prompt, chosen=chosen, rejected=rejected)
+        manager = persona.adapters
+        start = time.perf_counter()
+        basis_adapters = manager.basis_adapters  # read + verify the K adapters once
+        load_s = time.perf_counter() - start
+        manager.activate("bench")  # warm: peft wraps the model on the first adapter
+
+        generate_ms, switch_ms = [], []
+        for _ in range(args.repeats):
+            manager.server.drop_user(manager._key("bench"))
+            t = time.perf_counter()
+            name = manager.activate("bench")  # resolve weights, combine, load into the model
+            generate_ms.append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            with manager.server.active(manager.activate("bench")):  # cache hit + switch
+                pass
+            switch_ms.append((time.perf_counter() - t) * 1000)
+        adapter = manager.resolve("bench")
+
+        host = persona.host
+        ids = [host.chat_ids([{"role": "user", "content": "Explain how a rainbow forms."}])]
+        params = SamplingParams(max_new_tokens=args.tokens)
+        speeds = {}
+        for label, active in (("plain", None), ("adapter", name), ("plain again", None)):
+            with manager.server.active(active):
+                gen = BatchGeneration(host, ids, params)
+                gen.run()
+            speeds[label] = len(gen.rows[0].tokens) / gen.timings["total"]
+        plain = 0.5 * (speeds["plain"] + speeds["plain again"])
+
+    per_direction = [e["stats"]["seconds"] for e in basis_adapters.manifest.directions.values()]
+    steps = basis_adapters.manifest.dpo.get("steps")
+    result = {
+        "generate_adapter_ms": percentiles(generate_ms),
+        "cached_switch_ms": percentiles(switch_ms),
+        "adapter_megabytes": round(adapter.nbytes / 2**20, 2),
+        "adapter_rank": adapter.rank,
+        "basis_adapters_load_s": round(load_s, 3),
+        "decode_tokens_per_s": {"plain": round(plain, 2), "adapter": round(speeds["adapter"], 2)},
+        "adapter_over_plain": round(speeds["adapter"] / plain, 3),
+        "build_seconds_per_direction": round(float(np.mean(per_direction)), 1),
+        "build_steps_per_direction": steps,
+    }
+    table = Table(title="user adapters on SmolLM2-135M (CPU)")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row(
+        "generate a user's adapter p50 / p99",
+        "{p50:.1f} / {p99:.1f} ms".format(**result["generate_adapter_ms"]),
+    )
+    table.add_row(
+        "cached switch p50 / p99", "{p50:.3f} / {p99:.3f} ms".format(**result["cached_switch_ms"])
+    )
+    table.add_row(
+        "memory per cached adapter", f"{result['adapter_megabytes']} MB (rank {adapter.rank})"
+    )
+    table.add_row("load + verify basis adapters", f"{load_s:.2f} s")
+    table.add_row("decode tok/s plain / adapter", f"{plain:.1f} / {speeds['adapter']:.1f}")
+    table.add_row(
+        "build time per direction", f"{result['build_seconds_per_direction']} s ({steps} DPO steps)"
+    )
+    console.print(table)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""``persona eval adapters``: do the basis adapters move their own reward, and do generated
+user adapters raise simulated users' true utility over the base model, on held-out prompts?"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from persona_sdk.adapters.build import is_held_out
+from persona_sdk.adapters.combine import coefficients
+from persona_sdk.generation import BatchGeneration, SamplingParams
+from persona_sdk.posterior import fit_posterior
+from persona_sdk.reward_pool import RewardWorld, bt_labels
+from persona_sdk.simulate import attribute_vector, calibrate_beta, make_reward_population
+
+EVAL_KEY = "\0eval-adapters"
+
+
+@dataclass
+class AdapterEvalConfig:
+    """``users`` unseen simulated users, each onboarded from ``shots`` answered pairs on
+    train prompts, then served ``prompts`` held-out prompts (greedy)."""
+
+    users: int = 20
+    prompts: int = 12
+    direction_prompts: int = 24
+    shots: int = 16
+    max_new_tokens: int = 96
+    batch_size: int = 12
+    seed: int = 0
+
+
+@dataclass
+class AdapterEvalResult:
+    model: str
+    config: dict
+    directions: list[dict] = field(default_factory=list)
+    users: list[dict] = field(default_factory=list)
+
+    @property
+    def share_improved(self) -> float:
+        return float(np.mean([u["gain"] > 0 for u in self.users])) if self.users else 0.0
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["share_improved"] = self.share_improved
+        out["directions_passing"] = sum(d["effect_sd"] >= 0.5 for d in self.directions)
+        return out
+
+
+def _ci95(values: np.ndarray) -> float:
+    return float(1.96 * values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+
+
+def generate_replies(persona, prompts: list[str], config: AdapterEvalConfig, name=None):
+    """Greedy replies to ``prompts`` with adapter ``name`` (``None``: the base model)."""
+    host = persona.host
+    system = persona.generation.system_prompt
+    ids = [host.chat_ids([{"role": "system", "content": system},
+                          {"role": "user", "content": p}]) for p in prompts]  # fmt: skip
+    params = SamplingParams(max_new_tokens=config.max_new_tokens)
+    replies = []
+    with persona.adapters.server.active(name):
+        for start in range(0, len(ids), config.batch_size):
+            rows = BatchGeneration(host, ids[start : start + config.batch_size], params).run()
+            replies.extend(row.text.strip() for row in rows)
+    return replies
+
+
+def _coefficient_adapter(persona, key: str, coeffs: np.ndarray) -> str:
+    manager = persona.adapters
+    basis_adapters = manager.basis_adapters
+    return manager.server.put(
+        f"{EVAL_KEY}\0{key}", EVAL_KEY, basis_adapters.user_config(), basis_adapters.combine(coeffs)
+    )
+
+
+def run_adapter_eval(persona, config: AdapterEvalConfig, progress=None) -> AdapterEvalResult:
+    """Both measures of ``persona eval adapters``; ``progress`` is a rich Progress or None."""
+    basis = persona.rewards.basis
+    featurizer = persona.rewards.featurizer
+    world = RewardWorld.build(featurizer)
+    held_out = [p for p in world.prompts if is_held_out(p)]
+    train_ids = np.array([i for i, p in enumerate(world.prompts) if not is_held_out(p)])
+    rng = np.random.default_rng(config.seed)
+    n_prompts = max(config.prompts, config.direction_prompts)
+    prompts = [held_out[i] for i in rng.permutation(len(held_out))[:n_prompts]]
+    total = 1 + basis.rank + config.users
+    task = progress.add_task("eval adapters", total=total) if progress else None
+
+    def step():
+        if task is not None:
+            progress.advance(task)
+
+    result = AdapterEvalResult(persona.host.name, asdict(config))
+    base = generate_replies(persona, prompts, config)
+    step()
+    base_r = basis.project(featurizer.features(prompts, base))
+    dir_prompts = prompts[: config.direction_prompts]
+    for k in range(basis.rank):
+        replies = generate_replies(
+            persona,
+            dir_prompts,
+            config,
+            _coefficient_adapter(persona, f"d{k}", np.eye(basis.rank)[k]),
+        )
+        r = basis.project(featurizer.features(dir_prompts, replies))[:, k]
+        b = base_r[: len(dir_prompts), k]
+        sd = float(b.std(ddof=1)) or 1.0
+        result.directions.append({
+            "direction": k, "axis": basis.axes[k].name, "base_mean": float(b.mean()),
+            "adapter_mean": float(r.mean()), "base_sd": sd,
+            "effect_sd": float((r.mean() - b.mean()) / sd), "ci95_sd": _ci95(r - b) / sd,
+        })  # fmt: skip
+        step()
+    user_prompts = prompts[: config.prompts]
+    base_attrs = np.stack([attribute_vector(t, p) for t, p in zip(base, prompts)])[: config.prompts]
+    users = make_reward_population(config.users, seed=1000 + config.seed)
+    utility = world.utilities(users)
+    thresholds = world.indifference(utility, 0.5, rng)
+    for u, user in enumerate(users):
+        a, b = world.answerable_pairs(train_ids, config.shots, utility[:, u], thresholds[u], rng)
+        gap = utility[a, u] - utility[b, u]
+        wins = bt_labels(gap, calibrate_beta(gap), rng)
+        g = basis.project(world.differences(a, b, wins))
+        weights = fit_posterior(g, basis.prior_mean, basis.prior_precision).mean
+        name = _coefficient_adapter(persona, f"u{u}", coefficients(weights))
+        replies = generate_replies(persona, user_prompts, config, name)
+        attrs = np.stack([attribute_vector(t, p) for t, p in zip(replies, user_prompts)])
+        diff = attrs @ user.weights - base_attrs @ user.weights
+        result.users.append({
+            "user": u, "top": [n for n, _ in user.top_attributes(2)],
+            "base_utility": float((base_attrs @ user.weights).mean()),
+            "adapter_utility": float((attrs @ user.weights).mean()),
+            "gain": float(diff.mean()), "ci95": _ci95(diff),
+        })  # fmt: skip
+        step()
+        persona.adapters.server.drop_user(EVAL_KEY)
+    persona.adapters.server.drop_user(EVAL_KEY)
+    return result

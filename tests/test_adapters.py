@@ -1,0 +1,369 @@
+"""LoRA adapters on the tiny model: the basis build, exact per-user combination, the LRU
+cache, PEFT export (with SVD truncation), fine-tune, and every bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from persona_sdk import AdapterError, InvalidInputError, NotEnoughDataError, Persona
+from persona_sdk.adapters.build import build_basis_adapters, direction_pairs, is_held_out
+from persona_sdk.adapters.combine import coefficients, truncate
+from persona_sdk.adapters.config import BuildConfig, DPOConfig, LoraSpec
+from persona_sdk.adapters.manifest import MANIFEST, model_fingerprint
+from persona_sdk.adapters.serving import AdapterServer
+from persona_sdk.models import load_model
+from persona_sdk.reward_pool import RewardWorld
+from persona_sdk.simulate_pool import load_pool
+
+PAIRS = [
+    (
+        "Write a note to my team",
+        "Short note.",
+        "A much longer and more elaborate note to the team.",
+    ),
+    (
+        "Explain black holes",
+        "Gravity traps light.",
+        "Black holes are regions of spacetime where...",
+    ),
+    ("How can I sleep better?", "Dim the lights.", "There are many strategies for better sleep..."),
+]
+
+
+@pytest.fixture(scope="module")
+def world(embedder):
+    from persona_sdk.features import EmbeddingStyleFeaturizer
+
+    entries = load_pool()
+    prompts = list(dict.fromkeys(e.prompt for e in entries))[:12]
+    return RewardWorld.build(
+        EmbeddingStyleFeaturizer(embedder), [e for e in entries if e.prompt in prompts]
+    )
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, tiny_model_dir, world, embedder):
+    """Basis adapters for the tiny model and the shipped basis: 2 DPO steps per direction."""
+    from persona_sdk.basis import RewardBasis, default_basis_path
+
+    out = tmp_path_factory.mktemp("basis-adapters")
+    host = load_model(str(tiny_model_dir), device="cpu", shared=False)
+    config = BuildConfig(
+        lora=LoraSpec(rank=2, alpha=4.0), dpo=DPOConfig(steps=2, batch_pairs=2, learning_rate=0.05)
+    )
+    manifest = build_basis_adapters(
+        host, RewardBasis.load(default_basis_path()), world, out, config, progress=False
+    )
+    return out, manifest
+
+
+@pytest.fixture
+def tp(tmp_path, tiny_host, embedder, built):
+    p = Persona.open(tmp_path / "data", model=tiny_host, embedder=embedder, adapters=built[0])
+    yield p
+    p.close()
+
+
+def add_pairs(user, pairs=PAIRS):
+    for prompt, chosen, rejected in pairs:
+        user.add_pair(prompt, chosen=chosen, rejected=rejected)
+
+
+def test_build_writes_manifest_and_resumes(built, tiny_host, world, tiny_model_dir):
+    out, manifest = built
+    data = json.loads((out / MANIFEST).read_text())
+    assert sorted(data["directions"], key=int) == [str(k) for k in range(8)]
+    assert data["base_fingerprint"] == model_fingerprint(tiny_host.model)
+    assert data["lora"]["rank"] == 2 and data["loss"] == "dpo"
+    for entry in data["directions"].values():
+        assert (out / entry["folder"] / "adapter_config.json").is_file()
+        assert entry["stats"]["steps"] == 2 and entry["stats"]["pairs"] > 0
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")}
+    from persona_sdk.basis import RewardBasis, default_basis_path
+
+    host = load_model(str(tiny_model_dir), device="cpu", shared=False)
+    again = build_basis_adapters(
+        host, RewardBasis.load(default_basis_path()), world, out, progress=False
+    )
+    assert again.directions == manifest.directions  # finished directions are not retrained
+    assert before == {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")}
+
+
+def test_direction_pairs_rank_by_reward_and_skip_held_out(world):
+    rewards = np.arange(len(world.texts), dtype=float)[:, None] * np.ones((1, 2))
+    pairs = direction_pairs(world, rewards, 1, pairs_per_prompt=2)
+    assert pairs and not any(is_held_out(p.prompt) for p in pairs)
+    index = {t: i for i, t in enumerate(world.texts)}
+    assert all(rewards[index[p.chosen], 1] > rewards[index[p.rejected], 1] for p in pairs)
+
+
+def test_user_adapter_is_the_exact_weighted_sum(tp):
+    user = tp.user("alice")
+    add_pairs(user)
+    name = tp.adapters.activate("alice")
+    coeffs = coefficients(tp.rewards.posterior("alice").mean)
+    basis_adapters = tp.adapters.basis_adapters
+    checked = 0
+    for module_name, module in tp.adapters.server.peft_model.named_modules():
+        if hasattr(module, "lora_A") and name in module.lora_A:
+            key = module_name  # peft names modules like the state-dict keys
+            merged = module.get_delta_weight(name)
+            expected = sum(c * basis_adapters.direction_delta(key, k) for k, c in enumerate(coeffs))
+            assert torch.allclose(merged, expected, atol=1e-5), module_name
+            checked += 1
+    assert checked == len(basis_adapters.a) > 0
+
+
+def test_weights_change_gives_a_new_adapter_and_cache_hits_otherwise(tp):
+    user = tp.user("bob")
+    add_pairs(user, PAIRS[:1])
+    first = tp.adapters.activate("bob")
+    assert tp.adapters.activate("bob") == first  # cached
+    add_pairs(user, PAIRS[1:])
+    assert tp.adapters.activate("bob") != first
+
+
+def test_adapters_change_logits_only_inside_active(tp, tiny_host):
+    add_pairs(tp.user("carol"))
+    ids = torch.tensor([tiny_host.chat_ids([{"role": "user", "content": "hello there"}])])
+    plain = tiny_host.model(input_ids=ids).logits
+    name = tp.adapters.activate("carol")
+    assert torch.equal(tiny_host.model(input_ids=ids).logits, plain)  # disabled outside
+    with tp.adapters.server.active(name):
+        adapted = tiny_host.model(input_ids=ids).logits
+    assert not torch.allclose(adapted, plain)
+    assert torch.equal(tiny_host.model(input_ids=ids).logits, plain)
+
+
+def test_lru_bound_evicts_oldest(tiny_model_dir, tp):
+    host = load_model(str(tiny_model_dir), device="cpu", shared=False)
+    basis_adapters = tp.adapters.basis_adapters
+    one = basis_adapters.combine(np.eye(8)[0])
+    size = sum(t.numel() * t.element_size() for t in one.values())
+    server = AdapterServer(host, max_bytes=2 * size)
+    config = basis_adapters.user_config()
+    for k in range(3):
+        server.put(f"k{k}", "u", config, basis_adapters.combine(np.eye(8)[k]))
+    assert "k0" not in server and "k1" in server and "k2" in server and server.nbytes <= 2 * size
+    assert server.drop_user("u") == 2 and len(server) == 0
+
+
+def test_export_loads_in_peft_with_matching_logits(tp, tiny_host, tiny_model_dir, tmp_path):
+    from peft import PeftModel
+
+    add_pairs(tp.user("dave"))
+    report = tp.adapters.export("dave", tmp_path / "export")
+    assert report["rank"] == 16 and report["max_rank"] is None
+    ids = torch.tensor([tiny_host.chat_ids([{"role": "user", "content": "write a note"}])])
+    with tp.adapters.server.active(tp.adapters.activate("dave")):
+        ours = tiny_host.model(input_ids=ids).logits
+    fresh = load_model(str(tiny_model_dir), device="cpu", shared=False).model
+    theirs = PeftModel.from_pretrained(fresh, tmp_path / "export")(input_ids=ids).logits
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_truncation_is_exact_at_full_rank_and_reports_error(tp, tmp_path):
+    add_pairs(tp.user("erin"))
+    state = tp.adapters.resolve("erin").state
+    scaling = tp.adapters.basis_adapters.spec.scaling
+    _, full = truncate(state, scaling, 16)
+    assert full["relative_error"] < 1e-6
+    small, report = truncate(state, scaling, 2)
+    assert (
+        0 < report["relative_error"] < 1
+        and report["worst_module_error"] >= report["relative_error"] - 1e-12
+    )
+    module = next(k for k in state if k.endswith("lora_A.weight"))[: -len(".lora_A.weight")]
+    exact = scaling * state[f"{module}.lora_B.weight"] @ state[f"{module}.lora_A.weight"]
+    approx = scaling * small[f"{module}.lora_B.weight"] @ small[f"{module}.lora_A.weight"]
+    s = torch.linalg.svdvals(exact.double())
+    best = float((s[2:] ** 2).sum().sqrt() / (s**2).sum().sqrt())
+    assert float((exact - approx).norm() / exact.norm()) == pytest.approx(best, abs=1e-5)
+    out = tp.adapters.export("erin", tmp_path / "small", max_rank=2)
+    assert out["rank"] == 2 and out["relative_error"] > 0
+    assert json.loads((tmp_path / "small" / "adapter_config.json").read_text())["r"] == 2
+
+
+def test_export_bad_input(tp, tmp_path):
+    add_pairs(tp.user("fay"))
+    with pytest.raises(InvalidInputError, match="max-rank"):
+        tp.adapters.export("fay", tmp_path / "x", max_rank=0)
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("mine")
+    with pytest.raises(InvalidInputError, match="not empty"):
+        tp.adapters.export("fay", busy)
+    assert [p.name for p in busy.iterdir()] == ["keep.txt"]
+    tp.adapters.export("fay", busy, force=True)
+    assert (busy / "adapter_config.json").is_file()
+
+
+def test_adapters_for_another_model_or_basis_are_refused(tmp_path, embedder, built, tiny_model_dir):
+    from conftest import build_tiny_model
+
+    other_dir = tmp_path / "other-model"
+    host = load_model(str(tiny_model_dir), device="cpu", shared=False)
+    other = build_tiny_model(host.model.config.vocab_size, seed=1)
+    other.save_pretrained(other_dir)
+    host.tokenizer.save_pretrained(other_dir)
+    p = Persona.open(tmp_path / "d1", model=str(other_dir), embedder=embedder, adapters=built[0])
+    with pytest.raises(AdapterError, match=r"another|not"):
+        _ = p.adapters.basis_adapters
+    p.close()
+    copy = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(built[0], copy)
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["basis_id"] = "0" * 12
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    p = Persona.open(tmp_path / "d2", model=host, embedder=embedder, adapters=copy)
+    with pytest.raises(AdapterError, match="basis"):
+        _ = p.adapters.basis_adapters
+    p.close()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "corrupt", "delete", "manifest"])
+def test_damaged_adapter_files_are_refused(tmp_path, tiny_host, embedder, built, damage):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(built[0], copy)
+    weights = copy / "direction_3" / "adapter_model.safetensors"
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:100])
+    elif damage == "corrupt":
+        data = bytearray(weights.read_bytes())
+        data[-10] ^= 0xFF
+        weights.write_bytes(bytes(data))
+    elif damage == "delete":
+        weights.unlink()
+    else:
+        (copy / MANIFEST).write_text("{not json")
+    p = Persona.open(tmp_path / "d", model=tiny_host, embedder=embedder, adapters=copy)
+    with pytest.raises(AdapterError, match=r"corrupt|missing|truncated"):
+        _ = p.adapters.basis_adapters
+    p.close()
+
+
+def test_finetune_needs_pairs_then_is_served_and_forgotten(tp):
+    user = tp.user("gus")
+    add_pairs(user)
+    from persona_sdk.adapters.finetune import finetune_user
+
+    with pytest.raises(NotEnoughDataError, match="at least 50"):
+        finetune_user(tp, "gus", progress=False)
+
+    before = tp.adapters.resolve("gus")
+    result = finetune_user(
+        tp,
+        "gus",
+        DPOConfig(steps=2, batch_pairs=2, learning_rate=0.05),
+        min_pairs=3,
+        progress=False,
+    )
+    assert result["pairs"] == 3 and result["steps"] == 2
+    after = tp.adapters.resolve("gus")
+    assert after.source == "finetuned" and before.source == "generated"
+    assert any(not torch.equal(after.state[k], before.state[k]) for k in after.state)
+    assert tp.adapters.info("gus")["finetune"]["pairs"] == 3
+    folder = tp.data_dir / "user_adapters" / "gus"
+    weights = folder / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:50])  # damaged: the generated adapter serves
+    fallback = tp.adapters.resolve("gus")
+    assert fallback.source == "generated" and "corrupt" in fallback.note
+    user.forget()
+    assert not folder.exists()
+
+
+# -- CLI -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(tmp_path, tiny_model_dir, built):
+    import shutil
+
+    from test_cli import Cli
+
+    shutil.copytree(built[0], tmp_path / "data" / "basis_adapters")
+    return Cli(tmp_path / "data", tiny_model_dir)
+
+
+def test_cli_show_export_and_finetune(cli, tmp_path):
+    from conftest import assert_error
+
+    for prompt, chosen, rejected in PAIRS:
+        cli.ok("add-pair", "hana", prompt, "--chosen", chosen, "--rejected", rejected)
+    shown = cli.json("adapters", "show", "hana")
+    assert shown["source"] == "generated" and shown["rank"] == 16
+    assert len(shown["coefficients"]) == 8 and shown["finetune_running"] is None
+    assert "generated adapter, rank 16" in cli.ok("adapters", "show", "hana").stdout
+    out = cli.json("adapters", "export", "hana", str(tmp_path / "exp"), "--max-rank", "4")
+    assert out["rank"] == 4 and 0 <= out["relative_error"] < 1
+    assert (
+        "exported generated adapter"
+        in cli.ok("adapters", "export", "hana", str(tmp_path / "exp"), "--force").stdout
+    )
+    assert_error(cli("adapters", "export", "hana", str(tmp_path / "exp")), "not empty")
+    assert_error(
+        cli("adapters", "export", "hana", str(tmp_path / "e2"), "--max-rank", "0"), "max-rank"
+    )
+    assert_error(cli("adapters", "finetune", "hana"), "at least 50")
+    assert_error(cli("adapters", "show", "nobody"), "nobody")
+    tuned = cli.json("adapters", "finetune", "hana", "--min-pairs", "3", "--steps", "1")
+    assert tuned["pairs"] == 3
+    assert cli.json("adapters", "show", "hana")["source"] == "finetuned"
+
+
+# -- generation with user adapters -------------------------------------------------------------
+
+
+def test_generate_uses_the_user_adapter_and_strength_zero_is_the_base(tp, tiny_host):
+    from persona_sdk.generation import BatchGeneration, SamplingParams
+
+    add_pairs(tp.user("ivy"))
+    base = tp.generate("ivy", "Say something", strength=0.0, max_new_tokens=12)
+    assert base.strength == 0.0
+    ids = tiny_host.chat_ids(tp.prompt_for("ivy", "Say something"))
+    plain = BatchGeneration(tiny_host, [ids], SamplingParams(max_new_tokens=12)).run()[0]
+    assert base.text == plain.text.strip()
+    full = tp.generate("ivy", "Say something", strength=1.0, max_new_tokens=12)
+    assert full.strength == 1.0 and full.personalized
+    with tp.adapters.server.active(tp.adapters.activate("ivy")):
+        alone = BatchGeneration(tiny_host, [ids], SamplingParams(max_new_tokens=12)).run()[0]
+    assert full.text == alone.text.strip()
+
+
+def test_guided_logits_mix_base_and_adapter_in_one_forward(tp, tiny_host):
+    from persona_sdk.guidance import RowPlan, guided_forward
+
+    add_pairs(tp.user("jo"))
+    name = tp.adapters.activate("jo")
+    ids = torch.tensor([tiny_host.chat_ids([{"role": "user", "content": "hi"}])] * 3)
+    mask = torch.ones_like(ids)
+    pos = torch.arange(ids.shape[1])[None].repeat(3, 1)
+    plans = [RowPlan(None, 0.0), RowPlan(name, 1.0), RowPlan(name, 2.5)]
+    forward = guided_forward(tiny_host, tp.adapters.server, plans)
+    assert forward.expanded_rows == 4  # base, adapter, base + adapter
+    mixed, _ = forward(ids, mask, pos, None)
+    base = tiny_host.model(input_ids=ids[:1]).logits[:, -1].float()
+    with tp.adapters.server.active(name):
+        adapted = tiny_host.model(input_ids=ids[:1]).logits[:, -1].float()
+    assert torch.allclose(mixed[0], base[0], atol=1e-5)
+    assert torch.allclose(mixed[1], adapted[0], atol=1e-5)
+    assert torch.allclose(mixed[2], base[0] + 2.5 * (adapted[0] - base[0]), atol=1e-4)
+
+
+def test_batch_mixes_users_and_strengths(tp):
+    add_pairs(tp.user("kim"))
+    add_pairs(tp.user("lee"), PAIRS[:1])
+    replies = tp.generate_batch([("kim", "hello"), ("lee", "hello"), ("new", "hello")],
+                                strength=[1.0, 0.5, 1.0], max_new_tokens=6)  # fmt: skip
+    assert [r.strength for r in replies] == [1.0, 0.5, 1.0]
+    assert replies[2].personalized is False  # no data: population default adapter
+    with pytest.raises(InvalidInputError, match="one per request"):
+        tp.generate_batch([("kim", "hello")], strength=[1.0, 1.0])
