@@ -79,6 +79,7 @@ class UserAdapters:
         self._basis_adapters: BasisAdapters | None = None
         self._fingerprint: str | None = None
         self._lock = threading.RLock()
+        self._verified: dict[tuple, bool] = {}  # (path, size, mtime, sha256) -> matches
 
     # -- basis adapters ------------------------------------------------------------------
 
@@ -140,9 +141,21 @@ class UserAdapters:
             return None, "fine-tune was trained on another base model"
         if meta.get("basis_id") != self._persona.rewards.basis.basis_id:
             return None, "fine-tune was trained for another basis"
-        if not (folder / WEIGHTS).is_file() or file_sha256(folder / WEIGHTS) != meta["sha256"]:
+        if not self._weights_match(folder / WEIGHTS, meta["sha256"]):
             return None, "fine-tune file is corrupt or truncated; serving the generated adapter"
         return meta, ""
+
+    def _weights_match(self, path: Path, sha256: str) -> bool:
+        """Whether ``path`` hashes to ``sha256``; hashed again only when its size or mtime
+        changed, so serving a fine-tuned user does not re-read their weights per request."""
+        try:
+            stat = path.stat()
+        except OSError:
+            return False
+        key = (str(path), stat.st_size, stat.st_mtime_ns, sha256)
+        if key not in self._verified:
+            self._verified[key] = file_sha256(path) == sha256
+        return self._verified[key]
 
     def _identity(self, user_id: str) -> tuple[str, str, np.ndarray, dict | None, str]:
         """(source, version, coefficients, fine-tune meta, note) without building weights."""
@@ -153,10 +166,11 @@ class UserAdapters:
         version = hashlib.blake2b(coeffs.tobytes(), digest_size=8).hexdigest()
         return "generated", version, coeffs, None, note
 
-    def resolve(self, user_id: str) -> UserAdapter:
-        """The adapter ``user_id`` is served with right now."""
+    def resolve(self, user_id: str, identity: tuple | None = None) -> UserAdapter:
+        """The adapter ``user_id`` is served with right now (``identity``: from
+        :meth:`_identity`, when the caller has it already)."""
         basis_adapters = self.basis_adapters
-        _source, version, coeffs, meta, note = self._identity(user_id)
+        _source, version, coeffs, meta, note = identity or self._identity(user_id)
         if meta is not None:
             from safetensors.torch import load_file
 
@@ -175,12 +189,11 @@ class UserAdapters:
 
     def activate(self, user_id: str) -> str:
         """Load (or find in the cache) the user's adapter; returns its peft name."""
-        source, version, *_ = self._identity(user_id)
-        key = f"{self._key(user_id)}\0{source}:{version}"
+        identity = self._identity(user_id)
+        key = f"{self._key(user_id)}\0{identity[0]}:{identity[1]}"
         if (name := self.server.get(key)) is not None:
             return name  # a hit costs the posterior lookup and a digest, no tensor work
-        adapter = self.resolve(user_id)
-        key = f"{self._key(user_id)}\0{adapter.source}:{adapter.version}"
+        adapter = self.resolve(user_id, identity)
         return self.server.put(key, self._key(user_id), adapter.config, adapter.state)
 
     def available(self) -> bool:

@@ -255,7 +255,6 @@ class Persona:
 
     def _sampling(
         self,
-        strength: float,
         best_of: int,
         max_new_tokens: int | None,
         temperature: float | None,
@@ -263,7 +262,6 @@ class Persona:
         seed: int | None,
         stop: Sequence[str] | None,
     ) -> SamplingParams:
-        validate_number(strength, "strength", low=0.0, high=self.generation.max_strength)
         if validate_int(best_of, "best_of", low=1) > 1:
             raise InvalidInputError(
                 "best_of > 1 reranks by the user's reward model, which this version lacks"
@@ -344,7 +342,7 @@ class Persona:
         ``stream=True`` the result is a :class:`ReplyStream` of text chunks.
         """
         started = time.perf_counter()
-        params = self._sampling(strength, best_of, max_new_tokens, temperature, top_p, seed, stop)
+        params = self._sampling(best_of, max_new_tokens, temperature, top_p, seed, stop)
         request = self._request(user_id, prompt, params, strength)
         forward = guided_forward(self.host, self.adapters.server, [request.plan])
         gen = BatchGeneration(self.host, [request.token_ids], params, forward)
@@ -373,7 +371,7 @@ class Persona:
         if len(strengths) != len(requests):
             raise InvalidInputError("give one strength, or one per request")
         started = time.perf_counter()
-        params = self._sampling(0.0, 1, max_new_tokens, temperature, top_p, seed, stop)
+        params = self._sampling(1, max_new_tokens, temperature, top_p, seed, stop)
         prepared = [self._request(user_id, prompt, params, a)
                     for (user_id, prompt), a in zip(requests, strengths)]  # fmt: skip
         forward = guided_forward(self.host, self.adapters.server, [r.plan for r in prepared])
