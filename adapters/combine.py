@@ -9,6 +9,7 @@ peft's ``"linear"`` merge averages A and B separately, which adds cross terms; t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 
 from persona_sdk.adapters.config import LoraSpec
 from persona_sdk.adapters.manifest import AdapterManifest, lora_config
+from persona_sdk.adapters.serving import Factors, module_name
 from persona_sdk.errors import AdapterError, InvalidInputError
 
 
@@ -78,6 +80,21 @@ class BasisAdapters:
             b[module] = torch.cat(factors["B"], 1).to(device, dtype)
         return cls(manifest, spec, a, b)
 
+    @cached_property
+    def factors(self) -> Factors:
+        """The stacked factors as served: every generated adapter shares them."""
+        a = {module_name(m): v for m, v in self.a.items()}
+        b = {module_name(m): v for m, v in self.b.items()}
+        return Factors(a, b, self.spec.scaling)
+
+    def scale(self, coefficients: np.ndarray) -> torch.Tensor:
+        """The column scale ``c_k`` repeated ``r`` times, checked."""
+        c = torch.as_tensor(np.asarray(coefficients, dtype=np.float64))
+        if c.shape != (self.rank,) or not torch.isfinite(c).all():
+            raise InvalidInputError(f"need {self.rank} finite adapter coefficients")
+        dtype = next(iter(self.a.values())).dtype
+        return c.repeat_interleave(self.spec.rank).to(dtype)
+
     def direction_delta(self, module: str, k: int) -> torch.Tensor:
         """``ΔW_k`` of one module: ``s B_k A_k``."""
         r = self.spec.rank
@@ -86,12 +103,10 @@ class BasisAdapters:
 
     def combine(self, coefficients: np.ndarray) -> dict[str, torch.Tensor]:
         """The user adapter's peft state dict, rank ``K·r``: ``ΔW = Σ_k c_k ΔW_k``."""
-        c = torch.as_tensor(np.asarray(coefficients, dtype=np.float64))
-        if c.shape != (self.rank,) or not torch.isfinite(c).all():
-            raise InvalidInputError(f"need {self.rank} finite adapter coefficients")
+        column_scale = self.scale(coefficients)
         state = {}
         for module, a in self.a.items():
-            column_scale = c.repeat_interleave(self.spec.rank).to(a.device, a.dtype)
+            column_scale = column_scale.to(a.device)
             state[f"{module}.lora_A.weight"] = a
             state[f"{module}.lora_B.weight"] = self.b[module] * column_scale
         return state

@@ -3,6 +3,8 @@ adapter, against the plain base model as reference (the same loss as the basis b
 
 from __future__ import annotations
 
+import warnings
+
 from persona_sdk.adapters.config import DPOConfig
 from persona_sdk.adapters.dpo import PreferencePair, encode_pairs, train_dpo
 from persona_sdk.errors import NotEnoughDataError
@@ -18,8 +20,10 @@ def finetune_user(
     progress: bool = True,
 ) -> dict:
     """Fine-tune ``user_id``'s adapter on their pairs (edits count as pairs); the result is
-    served from the next request on. Holds the model's adapter lock while training."""
-    from peft import get_peft_model_state_dict
+        served from the next request on. It trains the shared model's weights in place, so do
+    not serve from this process meanwhile (``persona adapters finetune --background`` trains
+    in a process of its own)."""
+    from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
     from rich.progress import Progress
 
     config = config or DPOConfig(steps=30, learning_rate=5e-4)
@@ -36,17 +40,17 @@ def finetune_user(
     host = persona.host
     encoded = encode_pairs(host, pairs, config.max_reply_tokens, persona.generation.system_prompt)
     server = manager.server
-    key = f"{manager._key(user_id)}\0training"
-    with server.lock:
-        name = server.put(key, manager._key(user_id), generated.config, generated.state)
+    with server.lock, server.detached(), Progress(disable=not progress) as bar:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", (FutureWarning, UserWarning))
+            model = get_peft_model(host.model, generated.config, adapter_name="finetune")
         try:
-            with server.active(name), Progress(disable=not progress) as bar:
-                server.peft_model.base_model.set_adapter(name)  # makes it trainable
-                stats = train_dpo(server.peft_model, host, encoded, config, None, bar,
-                                  f"fine-tuning {user_id}")  # fmt: skip
-            state = get_peft_model_state_dict(server.peft_model, adapter_name=name)
+            set_peft_model_state_dict(model, generated.state, adapter_name="finetune")
+            stats = train_dpo(model, host, encoded, config, None, bar, f"fine-tuning {user_id}")
+            state = get_peft_model_state_dict(model, adapter_name="finetune")
             state = {k: v.detach().clone() for k, v in state.items()}
         finally:
-            server.drop_user(manager._key(user_id))
+            model.unload()  # the shared model gets its plain layers back
+            host.model.eval()
     folder = manager.save_finetune(user_id, state, generated.rank, len(pairs), stats)
     return {"user_id": user_id, "path": str(folder), "pairs": len(pairs), **stats}

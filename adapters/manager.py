@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from persona_sdk.adapters.combine import BasisAdapters, coefficients, truncate
 from persona_sdk.adapters.manifest import (
@@ -22,7 +23,7 @@ from persona_sdk.adapters.manifest import (
     model_fingerprint,
     save_peft_folder,
 )
-from persona_sdk.adapters.serving import AdapterServer
+from persona_sdk.adapters.serving import AdapterServer, Factors, Slot
 from persona_sdk.errors import AdapterError, InvalidInputError
 from persona_sdk.models import ModelHost
 
@@ -187,14 +188,24 @@ class UserAdapters:
     def _key(self, user_id: str) -> str:
         return f"{self._persona.data_dir}\0{user_id}"
 
-    def activate(self, user_id: str) -> str:
-        """Load (or find in the cache) the user's adapter; returns its peft name."""
+    def activate(self, user_id: str) -> Slot:
+        """The user's adapter, ready to route rows to: found in the cache, else made. A
+        generated one is just its coefficients over the shared basis, so either way this
+        costs the posterior lookup and a digest; a fine-tune is read once per version."""
+        server, basis_adapters = self.server, self.basis_adapters
         identity = self._identity(user_id)
         key = f"{self._key(user_id)}\0{identity[0]}:{identity[1]}"
-        if (name := self.server.get(key)) is not None:
-            return name  # a hit costs the posterior lookup and a digest, no tensor work
-        adapter = self.resolve(user_id, identity)
-        return self.server.put(key, self._key(user_id), adapter.config, adapter.state)
+        if (slot := server.get(key)) is not None:
+            return slot
+        if identity[3] is None:
+            slot = Slot(self._key(user_id), basis_adapters.factors,
+                        basis_adapters.scale(identity[2]).to(self.host.device))  # fmt: skip
+        else:
+            state = self.resolve(user_id, identity).state
+            factors = Factors.from_state(state, basis_adapters.spec.scaling)
+            ones = torch.ones(factors.width, dtype=next(iter(state.values())).dtype)
+            slot = Slot(self._key(user_id), factors, ones.to(self.host.device), owns_factors=True)
+        return server.put(key, slot)
 
     def available(self) -> bool:
         """Whether basis adapters exist for this model (else generation is rules-only)."""
@@ -204,8 +215,8 @@ class UserAdapters:
             return False
         return True
 
-    def serving_name(self, user_id: str, strength: float) -> str | None:
-        """The loaded adapter to guide ``user_id``'s request with, or ``None`` when strength
+    def serving_slot(self, user_id: str, strength: float) -> Slot | None:
+        """The adapter to guide ``user_id``'s request with, or ``None`` when strength
         is 0 or this model has no basis adapters. A user with no pairs gets the population
         default (their weights are the prior mean)."""
         if strength == 0.0 or not self.available():

@@ -1,50 +1,147 @@
-"""User adapters on the one shared base model: peft layers injected once, then an LRU of
-named adapters bounded by memory. Switching users is ``set_adapter``: no weights move."""
+"""User adapters on the one shared base model, routed per row.
+
+Every generated user adapter shares the stacked basis factors ``A = [A_1; …; A_K]`` and
+``B = [B_1, …, B_K]``; only the column scale ``c`` differs (see ``combine.py``). So each
+target linear layer is wrapped once, and a forward computes, per row,
+``y = W x + s B (c_row ⊙ A x)``: exactly ``Σ_k c_k ΔW_k``, with users mixed freely inside
+one batch. A generated adapter is its ``K·r`` coefficients (no weights are built or moved),
+so creating or switching one costs microseconds. A fine-tuned adapter has its own factors
+and is applied to its rows alone. Outside :meth:`AdapterServer.using` the wrappers add
+nothing, so plain generation is exactly the base model.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import threading
-import warnings
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from persona_sdk.models import ModelHost
 
 DEFAULT_CACHE_BYTES = 1 << 30
+PEFT_PREFIX = "base_model.model."
 
 
-@dataclass
-class CachedAdapter:
-    name: str  # the peft adapter name
+def module_name(stem: str) -> str:
+    """A peft module path (``base_model.model.…q_proj``) as named in the plain model."""
+    return stem[len(PEFT_PREFIX) :] if stem.startswith(PEFT_PREFIX) else stem
+
+
+def module_key(state_key: str) -> str:
+    """``base_model.model.…q_proj.lora_A.weight`` -> ``…q_proj``."""
+    return module_name(state_key.rsplit(".", 2)[0])
+
+
+@dataclass(eq=False)
+class Factors:
+    """LoRA factors per module name, at one scaling: ``ΔW = s B diag(c) A``."""
+
+    a: dict[str, torch.Tensor]
+    b: dict[str, torch.Tensor]
+    scaling: float
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor], scaling: float) -> Factors:
+        """From a peft state dict (``…lora_A.weight`` / ``…lora_B.weight`` keys)."""
+        a = {module_key(k): v for k, v in state.items() if k.endswith("lora_A.weight")}
+        b = {module_key(k): v for k, v in state.items() if k.endswith("lora_B.weight")}
+        if not a or set(a) != set(b):
+            raise ValueError("an adapter state needs lora_A and lora_B for every module")
+        return cls(a, b, scaling)
+
+    @property
+    def width(self) -> int:
+        return next(iter(self.a.values())).shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        tensors = [*self.a.values(), *self.b.values()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
+@dataclass(eq=False)
+class Slot:
+    """One cached user adapter: a column scale over (possibly shared) factors. A generated
+    adapter scales the shared basis factors; a fine-tune has its own, scaled by ones."""
+
     user_id: str
-    nbytes: int
+    factors: Factors
+    coefficients: torch.Tensor  # (width,)
+    owns_factors: bool = False
+
+    @property
+    def nbytes(self) -> int:
+        own = self.factors.nbytes if self.owns_factors else 0
+        return own + self.coefficients.numel() * self.coefficients.element_size()
 
 
-def adapter_name(key: str) -> str:
-    """A peft-safe adapter name (no dots) for a cache key."""
-    return "u" + hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
+class Route:
+    """Which adapter each row of one forward uses (``None``: the base model). Rows that
+    share factors are computed together; a row outside a group gets a zero scale."""
+
+    def __init__(self, slots: Sequence[Slot | None], device):
+        groups: dict[int, tuple[Factors, list]] = {}
+        for row, slot in enumerate(slots):
+            if slot is not None:
+                groups.setdefault(id(slot.factors), (slot.factors, [None] * len(slots)))
+                groups[id(slot.factors)][1][row] = slot.coefficients
+        self.groups = []
+        for factors, per_row in groups.values():
+            if len(slots) == 1 or all(c is per_row[0] for c in per_row):
+                scale = per_row[0][None, None, :]  # one adapter for every row: broadcast
+            else:
+                zero = torch.zeros_like(next(c for c in per_row if c is not None))
+                scale = torch.stack([zero if c is None else c for c in per_row])[:, None, :]
+            self.groups.append((factors, scale.to(device)))
+
+    def delta(self, name: str, x: torch.Tensor) -> torch.Tensor | None:
+        """The adapters' contribution to the output of module ``name`` for input ``x``."""
+        out = None
+        for factors, scale in self.groups:
+            hidden = nn.functional.linear(x, factors.a[name]) * scale.to(x.dtype)
+            update = nn.functional.linear(hidden, factors.b[name]) * factors.scaling
+            out = update if out is None else out + update
+        return out
+
+
+class RoutedLinear(nn.Module):
+    """A target linear layer plus whatever the current route adds to it."""
+
+    def __init__(self, base_layer: nn.Linear, name: str, server: AdapterServer):
+        super().__init__()
+        self.base_layer = base_layer
+        self.name = name
+        self._server = [server]  # a list, so torch does not register it as a submodule
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base_layer(x)
+        route = self._server[0].route
+        if route is None:
+            return out
+        delta = route.delta(self.name, x)
+        return out if delta is None else out + delta
 
 
 class AdapterServer:
-    """Holds user adapters inside ``host.model``. Outside :meth:`active`, every adapter
-    layer is disabled, so plain generation is exactly the base model."""
+    """Wraps the target layers of one model host, holds an LRU of user adapters bounded by
+    memory, and routes each forward's rows to their adapters (per thread)."""
 
     def __init__(self, host: ModelHost, max_bytes: int = DEFAULT_CACHE_BYTES):
         self.host = host
         self.max_bytes = max_bytes
-        self.peft_model = None
-        self._cache: OrderedDict[str, CachedAdapter] = OrderedDict()
-        self._current: str | None = None  # the adapter peft has active
+        self._wrapped: dict[str, nn.Module] = {}  # module name -> the original layer
+        self._cache: OrderedDict[str, Slot] = OrderedDict()
+        self._local = threading.local()
         self.lock = threading.RLock()
 
     @property
     def nbytes(self) -> int:
-        return sum(entry.nbytes for entry in self._cache.values())
+        return sum(slot.nbytes for slot in self._cache.values())
 
     def __contains__(self, key: str) -> bool:
         return key in self._cache
@@ -52,79 +149,90 @@ class AdapterServer:
     def __len__(self) -> int:
         return len(self._cache)
 
-    def get(self, key: str) -> str | None:
-        """The adapter name for ``key`` if cached (and mark it recently used)."""
+    # -- wrapping the model --------------------------------------------------------------
+
+    def attach(self, names) -> None:
+        """Wrap the linear modules ``names`` of the model (those not wrapped yet)."""
         with self.lock:
-            entry = self._cache.get(key)
-            if entry is None:
-                return None
+            for name in sorted(set(names) - set(self._wrapped)):
+                try:
+                    module = self.host.model.get_submodule(name)
+                except AttributeError:
+                    module = None
+                if not isinstance(module, nn.Linear):
+                    raise ValueError(f"the model has no linear module named {name!r}")
+                self._set(name, RoutedLinear(module, name, self))
+                self._wrapped[name] = module
+
+    def _set(self, name: str, module: nn.Module) -> None:
+        parent, _, child = name.rpartition(".")
+        setattr(self.host.model.get_submodule(parent), child, module)
+
+    @contextlib.contextmanager
+    def detached(self) -> Iterator[None]:
+        """The plain model inside the block (to train it with peft); wrapped again after."""
+        with self.lock:
+            wrapped = dict(self._wrapped)
+            for name, module in wrapped.items():
+                self._set(name, module)
+            self._wrapped.clear()
+            try:
+                yield
+            finally:
+                self.attach(wrapped)
+
+    # -- the cache -----------------------------------------------------------------------
+
+    def get(self, key: str) -> Slot | None:
+        """The cached adapter for ``key`` (and mark it recently used)."""
+        with self.lock:
+            slot = self._cache.get(key)
+            if slot is not None:
+                self._cache.move_to_end(key)
+            return slot
+
+    def put(self, key: str, slot: Slot) -> Slot:
+        """Cache ``slot``, wrapping its modules if needed; evict the least recently used
+        beyond the memory bound (never the one just added). Generations already running
+        keep the slots they were routed to."""
+        with self.lock:
+            self.attach(slot.factors.a)
+            self._cache[key] = slot
             self._cache.move_to_end(key)
-            return entry.name
-
-    def put(self, key: str, user_id: str, config, state: dict[str, torch.Tensor]) -> str:
-        """Load ``state`` (a peft state dict) as a named adapter; evict the least recently
-        used ones beyond the memory bound (never the one just loaded)."""
-        from peft import get_peft_model, set_peft_model_state_dict
-
-        with self.lock:
-            if (name := self.get(key)) is not None:
-                return name
-            name = adapter_name(key)
-            if self.peft_model is None:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", FutureWarning)
-                    self.peft_model = get_peft_model(self.host.model, config, adapter_name=name)
-                self.peft_model.eval()
-            else:
-                self.peft_model.add_adapter(name, config, low_cpu_mem_usage=True)
-            set_peft_model_state_dict(
-                self.peft_model, state, adapter_name=name, low_cpu_mem_usage=True
-            )
-            self.peft_model.base_model.disable_adapter_layers()
-            self._current = None  # whatever peft made active, switch explicitly next time
-            nbytes = sum(t.numel() * t.element_size() for t in state.values())
-            self._cache[key] = CachedAdapter(name, user_id, nbytes)
             while self.nbytes > self.max_bytes and len(self._cache) > 1:
-                self._evict(next(iter(self._cache)))
-            return name
-
-    def _evict(self, key: str) -> None:
-        entry = self._cache.pop(key)
-        self._current = None  # peft picks another active adapter when one is deleted
-        with warnings.catch_warnings():  # peft warns when the active adapter goes; none is active
-            warnings.simplefilter("ignore", UserWarning)
-            self.peft_model.delete_adapter(entry.name)
+                self._cache.popitem(last=False)
+            return slot
 
     def drop_user(self, user_id: str) -> int:
         """Evict every cached adapter of ``user_id`` (``forget``); returns how many."""
         with self.lock:
-            keys = [k for k, e in self._cache.items() if e.user_id == user_id]
+            keys = [k for k, slot in self._cache.items() if slot.user_id == user_id]
             for key in keys:
-                self._evict(key)
+                del self._cache[key]
             return len(keys)
 
-    @contextlib.contextmanager
-    def active(self, name: str | None) -> Iterator[None]:
-        """Run the block with adapter ``name`` applied (``None``: the plain base model)."""
-        if name is None or self.peft_model is None:
-            yield
-            return
-        with self.lock:
-            if self._current != name:  # peft walks every module to switch; skip when unchanged
-                self.peft_model.base_model.set_adapter(name)
-                self._current = name
-            self.peft_model.base_model.enable_adapter_layers()
-            try:
-                yield
-            finally:
-                self.peft_model.base_model.disable_adapter_layers()
+    # -- routing -------------------------------------------------------------------------
+
+    @property
+    def route(self) -> Route | None:
+        """The calling thread's route (each thread routes its own forwards)."""
+        return getattr(self._local, "route", None)
+
+    @staticmethod
+    def route_for(slots: Sequence[Slot | None], device) -> Route | None:
+        """Row ``i`` uses ``slots[i]``; a single slot applies to every row. ``None`` when
+        no row has an adapter."""
+        return None if all(s is None for s in slots) else Route(slots, device)
 
     @contextlib.contextmanager
-    def mixed(self) -> Iterator[None]:
-        """Run the block with adapter layers on, for forwards that name each row's adapter."""
-        with self.lock:
-            self.peft_model.base_model.enable_adapter_layers()
-            try:
-                yield
-            finally:
-                self.peft_model.base_model.disable_adapter_layers()
+    def using(self, route: Route | None) -> Iterator[None]:
+        """Run the block's forwards (in this thread) on ``route``."""
+        previous, self._local.route = self.route, route
+        try:
+            yield
+        finally:
+            self._local.route = previous
+
+    def active(self, slot: Slot | None) -> contextlib.AbstractContextManager:
+        """Run the block with ``slot`` applied to every row (``None``: the base model)."""
+        return self.using(self.route_for([slot], self.host.device))

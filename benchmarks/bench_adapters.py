@@ -43,19 +43,20 @@ def main() -> None:
         start = time.perf_counter()
         basis_adapters = manager.basis_adapters  # read + verify the K adapters once
         load_s = time.perf_counter() - start
-        manager.activate("bench")  # warm: peft wraps the model on the first adapter
+        manager.activate("bench")  # warm: the first adapter wraps the target layers
 
         generate_ms, switch_ms = [], []
         for _ in range(args.repeats):
             manager.server.drop_user(manager._key("bench"))
             t = time.perf_counter()
-            name = manager.activate("bench")  # resolve weights, combine, load into the model
+            name = manager.activate("bench")  # read the weights, make the adapter, cache it
             generate_ms.append((time.perf_counter() - t) * 1000)
             t = time.perf_counter()
             with manager.server.active(manager.activate("bench")):  # cache hit + switch
                 pass
             switch_ms.append((time.perf_counter() - t) * 1000)
-        adapter = manager.resolve("bench")
+        slot = manager.activate("bench")
+        adapter = manager.resolve("bench")  # the same update as a standalone PEFT state
 
         host = persona.host
         ids = [host.chat_ids([{"role": "user", "content": "Explain how a rainbow forms."}])]
@@ -73,7 +74,9 @@ def main() -> None:
     result = {
         "generate_adapter_ms": percentiles(generate_ms),
         "cached_switch_ms": percentiles(switch_ms),
-        "adapter_megabytes": round(adapter.nbytes / 2**20, 2),
+        "cached_adapter_bytes": slot.nbytes,
+        "shared_basis_megabytes": round(basis_adapters.factors.nbytes / 2**20, 2),
+        "standalone_adapter_megabytes": round(adapter.nbytes / 2**20, 2),
         "adapter_rank": adapter.rank,
         "basis_adapters_load_s": round(load_s, 3),
         "decode_tokens_per_s": {"plain": round(plain, 2), "adapter": round(speeds["adapter"], 2)},
@@ -91,8 +94,12 @@ def main() -> None:
     table.add_row(
         "cached switch p50 / p99", "{p50:.3f} / {p99:.3f} ms".format(**result["cached_switch_ms"])
     )
+    table.add_row("memory per cached generated adapter", f"{slot.nbytes} bytes")
+    table.add_row("shared basis factors (once per model)",
+                  f"{result['shared_basis_megabytes']} MB")  # fmt: skip
     table.add_row(
-        "memory per cached adapter", f"{result['adapter_megabytes']} MB (rank {adapter.rank})"
+        "standalone adapter (export, fine-tune)",
+        f"{result['standalone_adapter_megabytes']} MB (rank {adapter.rank})",
     )
     table.add_row("load + verify basis adapters", f"{load_s:.2f} s")
     table.add_row("decode tok/s plain / adapter", f"{plain:.1f} / {speeds['adapter']:.1f}")

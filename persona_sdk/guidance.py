@@ -8,8 +8,8 @@ It is a forward function for the existing decoding loop rather than a ``LogitsPr
 a processor only sees one set of logits, while guidance needs base and adapted logits of
 every row from the same step. Each row is expanded once into the copies it needs (a base
 copy unless α = 1, an adapter copy unless α = 0), and all copies go through one batched
-forward with peft's per-row ``adapter_names``. The KV cache holds every copy, so no step
-re-encodes the prefix.
+forward in which every copy is routed to its own adapter (``adapters/serving.py``). The
+KV cache holds every copy, so no step re-encodes the prefix.
 """
 
 from __future__ import annotations
@@ -19,17 +19,16 @@ from dataclasses import dataclass
 
 import torch
 
+from persona_sdk.adapters.serving import AdapterServer, Slot
 from persona_sdk.generation import ForwardFn, default_forward
 from persona_sdk.models import ModelHost
 
-BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
 
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RowPlan:
     """One request row: its adapter (``None``: none) and strength α."""
 
-    adapter: str | None
+    adapter: Slot | None
     strength: float
 
     @property
@@ -41,21 +40,23 @@ class RowPlan:
         return self.adapter is not None and self.strength != 0.0
 
 
-def guided_forward(host: ModelHost, server, plans: Sequence[RowPlan]) -> ForwardFn:
+def guided_forward(host: ModelHost, server: AdapterServer, plans: Sequence[RowPlan]) -> ForwardFn:
     """The decoding loop's forward for rows planned by ``plans`` (see the module doc)."""
     if not any(p.needs_adapter for p in plans):
         return default_forward(host)
-    source, names, base_at, adapter_at = [], [], [], []
+    source, slots, base_at, adapter_at = [], [], [], []
     for row, plan in enumerate(plans):
         base_at.append(len(source) if plan.needs_base else -1)
         if plan.needs_base:
             source.append(row)
-            names.append(BASE)
+            slots.append(None)
         adapter_at.append(len(source) if plan.needs_adapter else -1)
         if plan.needs_adapter:
             source.append(row)
-            names.append(plan.adapter)
+            slots.append(plan.adapter)
     device = host.device
+    route = server.route_for(slots, host.device)
+    identity = source == list(range(len(plans)))  # every row is one copy: no gather needed
     source_t = torch.tensor(source, device=device)
     base_t = torch.tensor([b if b >= 0 else a for b, a in zip(base_at, adapter_at)], device=device)
     adapter_t = torch.tensor(
@@ -64,23 +65,20 @@ def guided_forward(host: ModelHost, server, plans: Sequence[RowPlan]) -> Forward
     alpha = torch.tensor([[p.strength] for p in plans], device=device)
     only_adapter = torch.tensor([[b < 0] for b in base_at], device=device)
     only_base = torch.tensor([[a < 0] for a in adapter_at], device=device)
-    single = set(names) == {names[0]} and names[0] != BASE  # one adapter, no base copies
+    inner = default_forward(host)
 
     def forward(input_ids, attention_mask, position_ids, cache, logits_to_keep=1):
-        kwargs = dict(input_ids=input_ids[source_t], attention_mask=attention_mask[source_t],
-                      position_ids=position_ids[source_t], past_key_values=cache, use_cache=True,
-                      logits_to_keep=logits_to_keep)  # fmt: skip
-        if single:  # plain LoRA forward: no per-row routing needed
-            with server.active(names[0]):
-                out = host.model(**kwargs)
-        else:
-            with server.mixed():
-                out = server.peft_model(**kwargs, adapter_names=names)
-        logits = out.logits[:, -1, :].float()
+        if not identity:
+            input_ids, attention_mask = input_ids[source_t], attention_mask[source_t]
+            position_ids = position_ids[source_t]
+        with server.using(route):
+            logits, cache = inner(input_ids, attention_mask, position_ids, cache, logits_to_keep)
+        if identity:
+            return logits, cache
         base, adapted = logits[base_t], logits[adapter_t]
         mixed = base + alpha * (adapted - base)
         mixed = torch.where(only_adapter, adapted, torch.where(only_base, base, mixed))
-        return mixed, out.past_key_values
+        return mixed, cache
 
     forward.expanded_rows = len(source)  # for tests and benchmarks
     return forward

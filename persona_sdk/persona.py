@@ -295,7 +295,7 @@ class Persona:
                 f"prompt ({len(token_ids)} tokens) plus max_new_tokens "
                 f"({params.max_new_tokens}) exceeds the model's {self.host.max_context}"
             )
-        plan = RowPlan(self.adapters.serving_name(user_id, strength), strength)
+        plan = RowPlan(self.adapters.serving_slot(user_id, strength), strength)
         if plan.adapter is None:
             plan = RowPlan(None, 0.0)  # no basis adapters for this model: rules only
         has_pairs = plan.adapter is not None and self.rewards.profile(user_id).personalized

@@ -9,6 +9,7 @@ import numpy as np
 
 from persona_sdk.adapters.build import is_held_out
 from persona_sdk.adapters.combine import coefficients
+from persona_sdk.adapters.serving import Slot
 from persona_sdk.generation import BatchGeneration, SamplingParams
 from persona_sdk.posterior import fit_posterior
 from persona_sdk.reward_pool import RewardWorld, bt_labels
@@ -68,12 +69,12 @@ def generate_replies(persona, prompts: list[str], config: AdapterEvalConfig, nam
     return replies
 
 
-def _coefficient_adapter(persona, key: str, coeffs: np.ndarray) -> str:
+def _coefficient_adapter(persona, key: str, coeffs: np.ndarray) -> Slot:
+    """An adapter with these coefficients over the basis, outside any stored user."""
     manager = persona.adapters
     basis_adapters = manager.basis_adapters
-    return manager.server.put(
-        f"{EVAL_KEY}\0{key}", EVAL_KEY, basis_adapters.user_config(), basis_adapters.combine(coeffs)
-    )
+    scale = basis_adapters.scale(coeffs).to(persona.host.device)
+    return manager.server.put(f"{EVAL_KEY}\0{key}", Slot(EVAL_KEY, basis_adapters.factors, scale))
 
 
 def run_adapter_eval(persona, config: AdapterEvalConfig, progress=None) -> AdapterEvalResult:
