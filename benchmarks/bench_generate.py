@@ -1,8 +1,10 @@
-"""Generation benchmark on the embedded model: load times, plain vs rule-prompted tokens/s.
+"""Generation benchmark on the embedded model: load times; plain vs rule-prompted vs fully
+personalized (rules + the user's adapter at strength 1) tokens/s and time to first token at
+batch 1; and 8 different users in one batch vs the same 8 served one after another.
 
 Run: .venv/bin/python benchmarks/bench_generate.py [--tokens 64] [--rounds 3]
-Prints a table, then one JSON line. Plain and rule-prompted requests alternate within one
-run, so their ratio is robust to machine noise.
+Prints a table, then one JSON line. The kinds of request alternate within one run, so
+their ratios are robust to machine noise.
 """
 
 from __future__ import annotations
@@ -56,9 +58,38 @@ def measure_loads(cache_dir: str) -> tuple[dict, dict]:
     return runs[0], runs[1]
 
 
-def tokens_per_second(persona, user_id: str, prompt: str, max_new_tokens: int) -> tuple[float, int]:
-    reply = persona.generate(user_id, prompt, max_new_tokens=max_new_tokens)
-    return reply.tokens / (reply.timings["generate"] / 1000), reply.tokens
+PAIRS = [
+    ("Write a note to my team about Friday", "Team: Friday is off. Enjoy!",
+     "Dear team,\n\nI am writing to let you know that the office will be closed on Friday."),
+    ("How do I boil an egg?", "1. Boil water.\n2. Add the egg.\n3. Wait 9 minutes.",
+     "Boiling an egg is a simple process that many people enjoy in the morning."),
+    ("Why is the sky blue?", "Air scatters blue light more than red light.",
+     "Great question! The sky looks blue because of a fascinating effect called scattering."),
+]  # fmt: skip
+KINDS = {  # kind -> (user, strength)
+    "plain": ("plain", 0.0),
+    "rule_prompted": ("ruled", 0.0),
+    "personalized": ("ruled", 1.0),
+}
+
+
+def one_request(persona, kind: str, prompt: str, max_new_tokens: int) -> dict:
+    user, strength = KINDS[kind]
+    reply = persona.generate(user, prompt, strength=strength, max_new_tokens=max_new_tokens)
+    rate = reply.tokens / (reply.timings["generate"] / 1000)
+    return {"rate": rate, "tokens": reply.tokens, "ttft_ms": reply.timings["ttft"]}
+
+
+def eight_users(persona, max_new_tokens: int) -> tuple[float, float]:
+    """Aggregate tokens/s for 8 users' requests batched, and served one after another."""
+    requests = [(f"user{i}", PROMPTS[i % len(PROMPTS)]) for i in range(8)]
+    start = time.perf_counter()
+    batch = persona.generate_batch(requests, max_new_tokens=max_new_tokens)
+    batched = sum(r.tokens for r in batch) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    replies = [persona.generate(u, p, max_new_tokens=max_new_tokens) for u, p in requests]
+    sequential = sum(r.tokens for r in replies) / (time.perf_counter() - start)
+    return batched, sequential
 
 
 def main() -> None:
@@ -84,31 +115,34 @@ def main() -> None:
         persona = Persona.open(data)
         for text, context in RULES:
             persona.user("ruled").add_rule(text, context=context)
-        tokens_per_second(persona, "plain", PROMPTS[0], 8)  # warm-up
-        plain, ruled, plain_tokens, ruled_tokens = [], [], 0, 0
+        persona.user("ruled").add_pairs(PAIRS)
+        for i in range(8):  # each flips a different subset of the pairs: eight adapters
+            flipped = [(p, b, a) if i >> k & 1 else (p, a, b) for k, (p, a, b) in enumerate(PAIRS)]
+            persona.user(f"user{i}").add_pairs(flipped)
+        one_request(persona, "personalized", PROMPTS[0], 8)  # warm-up (loads the adapters)
+        runs: dict[str, list[dict]] = {kind: [] for kind in KINDS}
         for _ in range(args.rounds):
-            for prompt in PROMPTS:  # alternate, so drift hits both sides alike
-                rate, n = tokens_per_second(persona, "plain", prompt, args.tokens)
-                plain.append(rate)
-                plain_tokens += n
-                rate, n = tokens_per_second(persona, "ruled", prompt, args.tokens)
-                ruled.append(rate)
-                ruled_tokens += n
-        start = time.perf_counter()
-        batch = persona.generate_batch(
-            [("ruled", p) for p in PROMPTS * 2], max_new_tokens=args.tokens
-        )
-        batch_rate = sum(r.tokens for r in batch) / (time.perf_counter() - start)
+            for prompt in PROMPTS:  # alternate, so drift hits every kind alike
+                for kind in KINDS:
+                    runs[kind].append(one_request(persona, kind, prompt, args.tokens))
+        batched, sequential = eight_users(persona, args.tokens)
         persona.close()
 
+    rate = {kind: statistics.median(r["rate"] for r in rows) for kind, rows in runs.items()}
+    ttft = {kind: statistics.median(r["ttft_ms"] for r in rows) for kind, rows in runs.items()}
     results |= {
-        "plain_tok_s": statistics.median(plain),
-        "rule_prompted_tok_s": statistics.median(ruled),
-        "rule_prompted_over_plain": statistics.median(ruled) / statistics.median(plain),
-        "batch8_rule_prompted_tok_s": batch_rate,
-        "requests_per_side": len(plain),
-        "tokens_plain": plain_tokens,
-        "tokens_rule_prompted": ruled_tokens,
+        "plain_tok_s": rate["plain"],
+        "rule_prompted_tok_s": rate["rule_prompted"],
+        "personalized_tok_s": rate["personalized"],
+        "rule_prompted_over_plain": rate["rule_prompted"] / rate["plain"],
+        "personalized_over_plain": rate["personalized"] / rate["plain"],
+        "ttft_ms_plain": ttft["plain"],
+        "ttft_ms_personalized": ttft["personalized"],
+        "batch8_users_tok_s": batched,
+        "sequential8_users_tok_s": sequential,
+        "batch8_over_sequential": batched / sequential,
+        "requests_per_kind": len(runs["plain"]),
+        "tokens_per_kind": {kind: sum(r["tokens"] for r in rows) for kind, rows in runs.items()},
     }
     table = Table(title="bench_generate (embedded SmolLM2-135M, CPU)")
     table.add_column("measure")

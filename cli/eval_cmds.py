@@ -29,6 +29,23 @@ def parse_shots(text: str) -> tuple[int, ...]:
     return shots
 
 
+def _run_eval(ctx: typer.Context, run, config, plot: Path | None, plotter, json_: bool):
+    """Run an eval under a progress bar and write its plot; print its JSON when asked.
+    Returns the result, or None once the JSON is printed."""
+    from persona_sdk.evals.plots import png_path
+
+    if plot is not None:
+        png_path(plot)  # a bad plot path fails before minutes of work
+    with ctx.obj.open() as persona, Progress(*COLUMNS, console=err_console) as progress:
+        result = run(persona, config, progress)
+    if plot is not None:
+        plotter(result, plot)
+    if json_:
+        emit_json(result.to_dict())
+        return None
+    return result
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``eval`` command group to ``app``."""
     evaluation = typer.Typer(
@@ -155,7 +172,7 @@ def register(app: typer.Typer) -> None:
         """Basis adapters vs the base on their own reward; user adapters vs the base on
         simulated users' true utility (held-out prompts)."""
         from persona_sdk.evals.adapters import AdapterEvalConfig, run_adapter_eval
-        from persona_sdk.evals.plots import plot_adapter_eval, png_path
+        from persona_sdk.evals.plots import plot_adapter_eval
 
         config = AdapterEvalConfig(
             users=validate_int(users, "users", low=1, high=10_000),
@@ -165,16 +182,10 @@ def register(app: typer.Typer) -> None:
             max_new_tokens=validate_int(max_new_tokens, "max-new-tokens", low=1, high=2048),
             seed=validate_int(seed, "seed", low=0),
         )
-        if plot is not None:
-            png_path(plot)
-        with ctx.obj.open() as persona, Progress(*COLUMNS, console=err_console) as progress:
-            result = run_adapter_eval(persona, config, progress)
-        if plot is not None:
-            plot_adapter_eval(result, plot)
-        summary = result.to_dict()
-        if json_:
-            emit_json(summary)
+        result = _run_eval(ctx, run_adapter_eval, config, plot, plot_adapter_eval, json_)
+        if result is None:
             return
+        summary = result.to_dict()
         table = Table(title="basis adapters: own-direction reward vs the base (held-out)")
         for column in ("direction", "axis", "base mean", "adapter mean", "effect (base SDs)"):
             table.add_column(column, justify="right")
@@ -195,5 +206,42 @@ def register(app: typer.Typer) -> None:
             f"{summary['directions_passing']}/{len(result.directions)} directions raise their "
             f"reward ≥ 0.5 SD; {summary['share_improved']:.0%} of users gain (target ≥ 70%)."
         )
+        if plot is not None:
+            err_console.print(f"plot written to {plot}")
+
+    @evaluation.command("generation")
+    def generation(
+        ctx: typer.Context,
+        users: int = typer.Option(20, help="Unseen simulated users."),
+        prompts: int = typer.Option(10, help="Held-out prompts per user."),
+        shots: int = typer.Option(16, help="Pairs each user answers (they also state rules)."),
+        max_new_tokens: int = typer.Option(64, help="Most tokens per reply."),
+        seed: int = typer.Option(0, help="Seed for users, prompts and sampling."),
+        plot: Path = typer.Option(None, "--plot", help="Write the comparison to this PNG."),
+        json_: bool = JsonOption,
+    ) -> None:
+        """Mean true utility of simulated users' replies: base, rules only, adapter at
+        α = 0.5/1/2, rules + guidance, and the full pipeline with best-of-4."""
+        from persona_sdk.evals.generation import GenerationEvalConfig, run_generation_eval
+        from persona_sdk.evals.plots import plot_generation_eval
+
+        config = GenerationEvalConfig(
+            users=validate_int(users, "users", low=2, high=10_000),
+            prompts=validate_int(prompts, "prompts", low=1, high=60),
+            shots=validate_int(shots, "shots", low=1, high=256),
+            max_new_tokens=validate_int(max_new_tokens, "max-new-tokens", low=1, high=2048),
+            seed=validate_int(seed, "seed", low=0),
+        )
+        result = _run_eval(ctx, run_generation_eval, config, plot, plot_generation_eval, json_)
+        if result is None:
+            return
+        table = Table(title="mean true utility by method, ±95% CI over users")
+        for column in ("method", "mean utility", "full pipeline gain (paired)"):
+            table.add_column(column, justify="right")
+        for m in result.methods:
+            gain = result.gains.get(m["method"])
+            shown = f"{gain['mean']:+.4f} ± {gain['ci95']:.4f}" if gain else "—"
+            table.add_row(m["method"], f"{m['mean']:.4f} ± {m['ci95']:.4f}", shown)
+        console.print(table)
         if plot is not None:
             err_console.print(f"plot written to {plot}")

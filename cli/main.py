@@ -216,18 +216,21 @@ def generate(
     strength: float = typer.Option(
         1.0, help="Guidance strength: 0 = base model, 1 = user adapter."
     ),
+    best_of: int = typer.Option(
+        1, "--best-of", help="Sample N candidates, keep the one the user's reward ranks first."
+    ),
     max_new_tokens: int = typer.Option(200, help="Most tokens to generate."),
-    temperature: float = typer.Option(0.0, help="0 = greedy."),
+    temperature: float = typer.Option(None, help="0 = greedy (the default; 0.8 with --best-of)."),
     seed: int = typer.Option(None, help="Seed for sampling."),
     stream: bool = typer.Option(False, "--stream", help="Print tokens as they come."),
     json_: bool = JsonOption,
 ) -> None:
-    """Generate a personalized reply."""
+    """Generate a personalized reply: rules retrieved into the prompt, decoding guided by
+    the user's adapter at --strength, optionally reranked (--best-of)."""
     with open_persona(ctx) as persona:
         _load_model(persona)
-        kwargs = dict(
-            strength=strength, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed
-        )
+        kwargs = dict(strength=strength, max_new_tokens=max_new_tokens, temperature=temperature,
+                      seed=seed, best_of=best_of)  # fmt: skip
         if stream and not json_:
             chunks = persona.generate(user_id, prompt, stream=True, **kwargs)
             for chunk in chunks:
@@ -243,7 +246,12 @@ def generate(
         return
     if reply.used_rules:
         err_console.print(used_rules_table(reply.used_rules))
-    err_console.print(f"[dim]{reply.tokens} tokens in {reply.timings['generate']:.0f} ms[/]")
+    err_console.print(
+        f"[dim]{reply.tokens} tokens in {reply.timings['generate']:.0f} ms · strength "
+        f"{reply.strength:g} · reward {reply.reward:+.3f}"
+        + (f" (best of {len(reply.candidates)})" if reply.candidates else "")
+        + "[/]"
+    )
 
 
 @app.command()

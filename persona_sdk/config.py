@@ -43,6 +43,8 @@ class GenerationConfig:
     temperature: float = 0.0
     top_p: float = 1.0
     max_strength: float = 4.0
+    max_best_of: int = 16
+    best_of_temperature: float = 0.8  # when best_of > 1 and no temperature is given
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     stop: tuple[str, ...] = field(default_factory=tuple)
 

@@ -43,6 +43,7 @@ class _Request:
     rules: list[RetrievedRule]
     token_ids: list[int]
     retrieve_ms: float
+    query: str = ""  # the latest user turn: what replies are scored against
     plan: RowPlan = field(default_factory=lambda: RowPlan(None, 0.0))
     has_pairs: bool = False
 
@@ -262,10 +263,11 @@ class Persona:
         seed: int | None,
         stop: Sequence[str] | None,
     ) -> SamplingParams:
-        if validate_int(best_of, "best_of", low=1) > 1:
-            raise InvalidInputError(
-                "best_of > 1 reranks by the user's reward model, which this version lacks"
-            )
+        best_of = validate_int(best_of, "best_of", low=1, high=self.generation.max_best_of)
+        if best_of > 1 and temperature is None:
+            temperature = self.generation.best_of_temperature  # N greedy copies would be equal
+        if best_of > 1 and temperature == 0:
+            raise InvalidInputError("best_of > 1 samples its candidates: give temperature > 0")
         limit = self.host.max_context
         max_new = self.generation.max_new_tokens if max_new_tokens is None else max_new_tokens
         stops = tuple(self.generation.stop if stop is None else stop)
@@ -287,7 +289,7 @@ class Persona:
         user_id = validate_user_id(user_id)
         strength = validate_number(strength, "strength", low=0.0, high=self.generation.max_strength)
         start = time.perf_counter()
-        full, rules = self._personalized_messages(user_id, prompt)
+        full, rules, query = self._personalized_messages(user_id, prompt)
         retrieve_ms = (time.perf_counter() - start) * 1000
         token_ids = self.host.chat_ids(full)
         if len(token_ids) + params.max_new_tokens > self.host.max_context:
@@ -299,18 +301,29 @@ class Persona:
         if plan.adapter is None:
             plan = RowPlan(None, 0.0)  # no basis adapters for this model: rules only
         has_pairs = plan.adapter is not None and self.rewards.profile(user_id).personalized
-        return _Request(user_id, rules, token_ids, retrieve_ms, plan, has_pairs)
+        return _Request(user_id, rules, token_ids, retrieve_ms, query, plan, has_pairs)
 
-    def _reply(self, request: _Request, gen: BatchGeneration, row: int, started: float) -> Reply:
-        state = gen.rows[row]
+    def _reply(
+        self, request: _Request, gen: BatchGeneration, rows: Sequence[int], started: float
+    ) -> Reply:
+        """The reply from ``rows`` (best-of-N candidates), ranked by the user's reward."""
+        score_start = time.perf_counter()
+        texts = [gen.rows[i].text.strip() for i in rows]
+        rewards = self.rewards.scores(request.user_id, request.query, texts)
+        order = np.argsort(-rewards, kind="stable")
+        state = gen.rows[rows[order[0]]]
         timings = {
             "retrieve": request.retrieve_ms,
             "ttft": gen.timings.get("ttft", 0.0) * 1000,
             "generate": gen.timings.get("total", 0.0) * 1000,
+            "reward": (time.perf_counter() - score_start) * 1000,
             "total": (time.perf_counter() - started) * 1000,
         }
+        candidates = []
+        if len(rows) > 1:
+            candidates = [{"text": texts[i], "reward": float(rewards[i])} for i in order]
         return Reply(
-            text=state.text.strip(),
+            text=texts[order[0]],
             user_id=request.user_id,
             used_rules=request.rules,
             strength=request.plan.strength,
@@ -318,6 +331,8 @@ class Persona:
             model=self.host.name,
             finish_reason=state.finish_reason or "stop",
             tokens=len(state.tokens),
+            reward=float(rewards[order[0]]),
+            candidates=candidates,
             timings=timings,
         )
 
@@ -338,19 +353,25 @@ class Persona:
         """Reply to ``prompt`` (a string or chat messages) the way ``user_id`` likes.
 
         The user's rules nearest to the request go into the system prompt. ``strength``
-        scales decoding-time guidance by the user's adapter (0 = base model). With
-        ``stream=True`` the result is a :class:`ReplyStream` of text chunks.
+        scales decoding-time guidance by the user's adapter (0 = base model, 1 = the
+        adapter alone, above 1 pushes harder). ``best_of=N`` samples N candidates in one
+        batch and returns the one the user's reward ranks first, with every candidate's
+        reward in ``reply.candidates``. With ``stream=True`` the result is a
+        :class:`ReplyStream` of text chunks.
         """
         started = time.perf_counter()
+        if stream and best_of != 1:
+            raise InvalidInputError("best_of > 1 picks a reply at the end; it cannot stream")
         params = self._sampling(best_of, max_new_tokens, temperature, top_p, seed, stop)
         request = self._request(user_id, prompt, params, strength)
-        forward = guided_forward(self.host, self.adapters.server, [request.plan])
-        gen = BatchGeneration(self.host, [request.token_ids], params, forward)
+        forward = guided_forward(self.host, self.adapters.server, [request.plan] * best_of)
+        gen = BatchGeneration(self.host, [request.token_ids] * best_of, params, forward)
+        rows = list(range(best_of))
         if not stream:
             gen.run()
-            return self._reply(request, gen, 0, started)
+            return self._reply(request, gen, rows, started)
         chunks = (deltas[0] for deltas in gen if deltas[0])
-        return ReplyStream(chunks, request.rules, lambda: self._reply(request, gen, 0, started))
+        return ReplyStream(chunks, request.rules, lambda: self._reply(request, gen, rows, started))
 
     def generate_batch(
         self,
@@ -362,22 +383,28 @@ class Persona:
         seed: int | None = None,
         stop: Sequence[str] | None = None,
         strength: float | Sequence[float] = 1.0,
+        best_of: int = 1,
     ) -> list[Reply]:
         """Serve several ``(user_id, prompt)`` requests in one batched decode; each row has
-        its own user adapter and ``strength`` (one value, or one per request)."""
+        its own user adapter and ``strength`` (one value, or one per request). With
+        ``best_of=N`` every request gets N candidates in the same batch, reranked by its
+        user's reward."""
         if not requests:
             raise InvalidInputError("generate_batch needs at least one (user_id, prompt) request")
         strengths = [strength] * len(requests) if np.isscalar(strength) else list(strength)
         if len(strengths) != len(requests):
             raise InvalidInputError("give one strength, or one per request")
         started = time.perf_counter()
-        params = self._sampling(1, max_new_tokens, temperature, top_p, seed, stop)
+        params = self._sampling(best_of, max_new_tokens, temperature, top_p, seed, stop)
         prepared = [self._request(user_id, prompt, params, a)
                     for (user_id, prompt), a in zip(requests, strengths)]  # fmt: skip
-        forward = guided_forward(self.host, self.adapters.server, [r.plan for r in prepared])
-        gen = BatchGeneration(self.host, [r.token_ids for r in prepared], params, forward)
+        plans = [r.plan for r in prepared for _ in range(best_of)]
+        forward = guided_forward(self.host, self.adapters.server, plans)
+        prompts = [r.token_ids for r in prepared for _ in range(best_of)]
+        gen = BatchGeneration(self.host, prompts, params, forward)
         gen.run()
-        return [self._reply(r, gen, i, started) for i, r in enumerate(prepared)]
+        return [self._reply(r, gen, range(i * best_of, (i + 1) * best_of), started)
+                for i, r in enumerate(prepared)]  # fmt: skip
 
     def prompt_for(self, user_id: str, prompt: Prompt) -> list[Message]:
         """The exact messages the model would see for this request (for debugging)."""
@@ -385,8 +412,10 @@ class Persona:
 
     def _personalized_messages(
         self, user_id: str, prompt: Prompt
-    ) -> tuple[list[Message], list[RetrievedRule]]:
-        """The request's messages with the user's retrieved rules in the system prompt."""
+    ) -> tuple[list[Message], list[RetrievedRule], str]:
+        """The request's messages with the user's retrieved rules in the system prompt,
+        the rules, and the query they were retrieved for."""
         messages = normalise_messages(prompt)
-        rules = self._retrieve(user_id, retrieval_query(messages))
-        return build_messages(messages, rules, self.generation.system_prompt), rules
+        query = retrieval_query(messages)
+        rules = self._retrieve(user_id, query)
+        return build_messages(messages, rules, self.generation.system_prompt), rules, query

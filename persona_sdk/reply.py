@@ -18,7 +18,9 @@ class Reply:
         used_rules: the rules put in the prompt, with their similarity to the request.
         strength: the guidance strength actually applied (0 when the user has no adapter).
         personalized: False when nothing of the user's shaped the reply.
-        reward: the user's reward for the reply, once the user has a reward model.
+        reward: the user's reward for the reply (the population default's for a new user).
+        candidates: with ``best_of > 1``, every sampled candidate's ``text`` and
+            ``reward``, best first (the reply is the first).
         finish_reason: ``"stop"`` (end of turn or stop string) or ``"length"``.
         tokens: generated tokens.
         timings: milliseconds for ``retrieve``, ``ttft``, ``generate`` and ``total``.
@@ -33,6 +35,7 @@ class Reply:
     finish_reason: str = "stop"
     tokens: int = 0
     reward: float | None = None
+    candidates: list[dict] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
     def __str__(self) -> str:
@@ -47,6 +50,7 @@ class Reply:
             "strength": self.strength,
             "personalized": self.personalized,
             "reward": self.reward,
+            "candidates": self.candidates,
             "model": self.model,
             "finish_reason": self.finish_reason,
             "tokens": self.tokens,

@@ -136,3 +136,78 @@ def assert_error(result, *needles: str) -> str:
     for needle in needles:
         assert needle in lines[0], lines[0]
     return lines[0]
+
+
+# -- basis adapters for the tiny model (adapter and guidance tests) ----------------------
+
+PAIRS = [
+    (
+        "Write a note to my team",
+        "Short note.",
+        "A much longer and more elaborate note to the team.",
+    ),
+    (
+        "Explain black holes",
+        "Gravity traps light.",
+        "Black holes are regions of spacetime where...",
+    ),
+    ("How can I sleep better?", "Dim the lights.", "There are many strategies for better sleep..."),
+]
+
+
+@pytest.fixture(scope="session")
+def world(embedder):
+    from persona_sdk.features import EmbeddingStyleFeaturizer
+    from persona_sdk.reward_pool import RewardWorld
+    from persona_sdk.simulate_pool import load_pool
+
+    entries = load_pool()
+    prompts = list(dict.fromkeys(e.prompt for e in entries))[:12]
+    return RewardWorld.build(
+        EmbeddingStyleFeaturizer(embedder), [e for e in entries if e.prompt in prompts]
+    )
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory, tiny_model_dir, world, embedder):
+    """Basis adapters for the tiny model and the shipped basis: 2 DPO steps per direction."""
+    from persona_sdk.adapters.build import build_basis_adapters
+    from persona_sdk.adapters.config import BuildConfig, DPOConfig, LoraSpec
+    from persona_sdk.basis import RewardBasis, default_basis_path
+    from persona_sdk.models import load_model
+
+    out = tmp_path_factory.mktemp("basis-adapters")
+    host = load_model(str(tiny_model_dir), device="cpu", shared=False)
+    config = BuildConfig(
+        lora=LoraSpec(rank=2, alpha=4.0), dpo=DPOConfig(steps=2, batch_pairs=2, learning_rate=0.05)
+    )
+    manifest = build_basis_adapters(
+        host, RewardBasis.load(default_basis_path()), world, out, config, progress=False
+    )
+    return out, manifest
+
+
+@pytest.fixture
+def tp(tmp_path, tiny_host, embedder, built):
+    """A Persona on the tiny model with its basis adapters."""
+    from persona_sdk import Persona
+
+    p = Persona.open(tmp_path / "data", model=tiny_host, embedder=embedder, adapters=built[0])
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def adapter_cli(tmp_path, tiny_model_dir, built):
+    """The CLI on a data dir that holds the tiny model's basis adapters."""
+    import shutil
+
+    from test_cli import Cli
+
+    shutil.copytree(built[0], tmp_path / "data" / "basis_adapters")
+    return Cli(tmp_path / "data", tiny_model_dir)
+
+
+def add_pairs(user, pairs=PAIRS):
+    for prompt, chosen, rejected in pairs:
+        user.add_pair(prompt, chosen=chosen, rejected=rejected)

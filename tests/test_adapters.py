@@ -8,69 +8,15 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import PAIRS, add_pairs
 
 from persona_sdk import AdapterError, InvalidInputError, NotEnoughDataError, Persona
 from persona_sdk.adapters.build import build_basis_adapters, direction_pairs, is_held_out
 from persona_sdk.adapters.combine import coefficients, truncate
-from persona_sdk.adapters.config import BuildConfig, DPOConfig, LoraSpec
+from persona_sdk.adapters.config import DPOConfig
 from persona_sdk.adapters.manifest import MANIFEST, model_fingerprint
 from persona_sdk.adapters.serving import AdapterServer, module_name
 from persona_sdk.models import load_model
-from persona_sdk.reward_pool import RewardWorld
-from persona_sdk.simulate_pool import load_pool
-
-PAIRS = [
-    (
-        "Write a note to my team",
-        "Short note.",
-        "A much longer and more elaborate note to the team.",
-    ),
-    (
-        "Explain black holes",
-        "Gravity traps light.",
-        "Black holes are regions of spacetime where...",
-    ),
-    ("How can I sleep better?", "Dim the lights.", "There are many strategies for better sleep..."),
-]
-
-
-@pytest.fixture(scope="module")
-def world(embedder):
-    from persona_sdk.features import EmbeddingStyleFeaturizer
-
-    entries = load_pool()
-    prompts = list(dict.fromkeys(e.prompt for e in entries))[:12]
-    return RewardWorld.build(
-        EmbeddingStyleFeaturizer(embedder), [e for e in entries if e.prompt in prompts]
-    )
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory, tiny_model_dir, world, embedder):
-    """Basis adapters for the tiny model and the shipped basis: 2 DPO steps per direction."""
-    from persona_sdk.basis import RewardBasis, default_basis_path
-
-    out = tmp_path_factory.mktemp("basis-adapters")
-    host = load_model(str(tiny_model_dir), device="cpu", shared=False)
-    config = BuildConfig(
-        lora=LoraSpec(rank=2, alpha=4.0), dpo=DPOConfig(steps=2, batch_pairs=2, learning_rate=0.05)
-    )
-    manifest = build_basis_adapters(
-        host, RewardBasis.load(default_basis_path()), world, out, config, progress=False
-    )
-    return out, manifest
-
-
-@pytest.fixture
-def tp(tmp_path, tiny_host, embedder, built):
-    p = Persona.open(tmp_path / "data", model=tiny_host, embedder=embedder, adapters=built[0])
-    yield p
-    p.close()
-
-
-def add_pairs(user, pairs=PAIRS):
-    for prompt, chosen, rejected in pairs:
-        user.add_pair(prompt, chosen=chosen, rejected=rejected)
 
 
 def test_build_writes_manifest_and_resumes(built, tiny_host, world, tiny_model_dir):
@@ -296,17 +242,8 @@ def test_finetune_needs_pairs_then_is_served_and_forgotten(tp):
 # -- CLI -------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def cli(tmp_path, tiny_model_dir, built):
-    import shutil
-
-    from test_cli import Cli
-
-    shutil.copytree(built[0], tmp_path / "data" / "basis_adapters")
-    return Cli(tmp_path / "data", tiny_model_dir)
-
-
-def test_cli_show_export_and_finetune(cli, tmp_path):
+def test_cli_show_export_and_finetune(adapter_cli, tmp_path):
+    cli = adapter_cli
     from conftest import assert_error
 
     for prompt, chosen, rejected in PAIRS:

@@ -88,7 +88,8 @@ def test_generate_reports_rules_and_timings(persona):
     assert isinstance(reply, Reply)
     assert [r.text for r in reply.used_rules] == ["Answer in one sentence."]
     assert reply.personalized and reply.strength == 0.0 and 0 < reply.tokens <= 6
-    assert set(reply.timings) == {"retrieve", "ttft", "generate", "total"}
+    assert set(reply.timings) == {"retrieve", "ttft", "generate", "reward", "total"}
+    assert isinstance(reply.reward, float) and reply.candidates == []
     assert reply.to_dict()["used_rules"][0]["text"] == "Answer in one sentence."
     plain = persona.generate("nobody", "How can I sleep better?", max_new_tokens=6)
     assert plain.used_rules == [] and not plain.personalized
@@ -149,7 +150,7 @@ def test_bad_user_ids_are_rejected(persona, user_id):
         ({"strength": 1e6}, "strength must be <= 4"),
         ({"max_new_tokens": 0}, "max_new_tokens must be between 1"),
         ({"max_new_tokens": 10**6}, "max_new_tokens must be between 1"),
-        ({"best_of": 0}, "best_of must be >= 1"),
+        ({"best_of": 0}, "best_of must be between 1 and 16"),
         ({"stop": [""]}, "stop strings must be non-empty"),
         ({"temperature": -1.0}, "temperature must be >= 0"),
         ({"top_p": 2.0}, "top_p must be <= 1"),

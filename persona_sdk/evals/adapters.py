@@ -50,7 +50,8 @@ class AdapterEvalResult:
         return out
 
 
-def _ci95(values: np.ndarray) -> float:
+def ci95(values: np.ndarray) -> float:
+    """Half-width of the normal 95% confidence interval of the mean."""
     return float(1.96 * values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
 
 
@@ -112,7 +113,7 @@ def run_adapter_eval(persona, config: AdapterEvalConfig, progress=None) -> Adapt
         result.directions.append({
             "direction": k, "axis": basis.axes[k].name, "base_mean": float(b.mean()),
             "adapter_mean": float(r.mean()), "base_sd": sd,
-            "effect_sd": float((r.mean() - b.mean()) / sd), "ci95_sd": _ci95(r - b) / sd,
+            "effect_sd": float((r.mean() - b.mean()) / sd), "ci95_sd": ci95(r - b) / sd,
         })  # fmt: skip
         step()
     user_prompts = prompts[: config.prompts]
@@ -134,7 +135,7 @@ def run_adapter_eval(persona, config: AdapterEvalConfig, progress=None) -> Adapt
             "user": u, "top": [n for n, _ in user.top_attributes(2)],
             "base_utility": float((base_attrs @ user.weights).mean()),
             "adapter_utility": float((attrs @ user.weights).mean()),
-            "gain": float(diff.mean()), "ci95": _ci95(diff),
+            "gain": float(diff.mean()), "ci95": ci95(diff),
         })  # fmt: skip
         step()
         persona.adapters.server.drop_user(EVAL_KEY)
