@@ -8,12 +8,15 @@ stop on their own strings, and the guidance mechanism swaps the forward pass per
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
+from persona_sdk.config import GenerationConfig
+from persona_sdk.errors import InvalidInputError
 from persona_sdk.models import ModelHost
+from persona_sdk.validation import validate_int, validate_number
 
 # forward(input_ids, attention_mask, position_ids, cache, logits_to_keep) -> (last logits, cache)
 ForwardFn = Callable[..., tuple[torch.Tensor, object]]
@@ -43,6 +46,37 @@ class RowState:
     @property
     def finished(self) -> bool:
         return self.finish_reason is not None
+
+
+def sampling_params(
+    config: GenerationConfig,
+    max_context: int,
+    best_of: int,
+    max_new_tokens: int | None,
+    temperature: float | None,
+    top_p: float | None,
+    seed: int | None,
+    stop: Sequence[str] | None,
+) -> SamplingParams:
+    """A request's checked decoding settings; ``None`` takes ``config``'s default."""
+    best_of = validate_int(best_of, "best_of", low=1, high=config.max_best_of)
+    if best_of > 1 and temperature is None:
+        temperature = config.best_of_temperature  # N greedy copies would be equal
+    if best_of > 1 and temperature == 0:
+        raise InvalidInputError("best_of > 1 samples its candidates: give temperature > 0")
+    max_new = config.max_new_tokens if max_new_tokens is None else max_new_tokens
+    stops = tuple(config.stop if stop is None else stop)
+    if any(not isinstance(s, str) or not s for s in stops):
+        raise InvalidInputError("stop strings must be non-empty strings")
+    temperature = config.temperature if temperature is None else temperature
+    top_p = config.top_p if top_p is None else top_p
+    return SamplingParams(
+        max_new_tokens=validate_int(max_new, "max_new_tokens", low=1, high=max_context),
+        temperature=validate_number(temperature, "temperature", low=0.0, high=10.0),
+        top_p=validate_number(top_p, "top_p", low=0.0, high=1.0) or 1.0,
+        seed=None if seed is None else validate_int(seed, "seed", low=0),
+        stop=stops,
+    )
 
 
 def default_forward(host: ModelHost) -> ForwardFn:

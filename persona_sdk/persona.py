@@ -17,7 +17,7 @@ from persona_sdk.config import GenerationConfig, MemoryConfig, RetrievalConfig, 
 from persona_sdk.embedder import Embedder, load_embedder
 from persona_sdk.errors import InvalidInputError, StoreError
 from persona_sdk.features import Featurizer
-from persona_sdk.generation import BatchGeneration, SamplingParams
+from persona_sdk.generation import BatchGeneration, SamplingParams, sampling_params
 from persona_sdk.guidance import RowPlan, guided_forward
 from persona_sdk.memory.consolidation import Outcome, RuleSet
 from persona_sdk.memory.doctor import DoctorReport
@@ -29,7 +29,7 @@ from persona_sdk.prompting import build_messages, normalise_messages, retrieval_
 from persona_sdk.reply import Reply, ReplyStream
 from persona_sdk.reward import Rewards
 from persona_sdk.user import User
-from persona_sdk.validation import validate_int, validate_number, validate_user_id
+from persona_sdk.validation import validate_number, validate_user_id
 
 Prompt = str | Sequence[Message]
 RULE_SET_CACHE_USERS = 64  # users whose valid rules stay in memory between writes
@@ -254,35 +254,6 @@ class Persona:
 
     # -- generation ----------------------------------------------------------------------
 
-    def _sampling(
-        self,
-        best_of: int,
-        max_new_tokens: int | None,
-        temperature: float | None,
-        top_p: float | None,
-        seed: int | None,
-        stop: Sequence[str] | None,
-    ) -> SamplingParams:
-        best_of = validate_int(best_of, "best_of", low=1, high=self.generation.max_best_of)
-        if best_of > 1 and temperature is None:
-            temperature = self.generation.best_of_temperature  # N greedy copies would be equal
-        if best_of > 1 and temperature == 0:
-            raise InvalidInputError("best_of > 1 samples its candidates: give temperature > 0")
-        limit = self.host.max_context
-        max_new = self.generation.max_new_tokens if max_new_tokens is None else max_new_tokens
-        stops = tuple(self.generation.stop if stop is None else stop)
-        if any(not isinstance(s, str) or not s for s in stops):
-            raise InvalidInputError("stop strings must be non-empty strings")
-        temperature = self.generation.temperature if temperature is None else temperature
-        top_p = self.generation.top_p if top_p is None else top_p
-        return SamplingParams(
-            max_new_tokens=validate_int(max_new, "max_new_tokens", low=1, high=limit),
-            temperature=validate_number(temperature, "temperature", low=0.0, high=10.0),
-            top_p=validate_number(top_p, "top_p", low=0.0, high=1.0) or 1.0,
-            seed=None if seed is None else validate_int(seed, "seed", low=0),
-            stop=stops,
-        )
-
     def _request(
         self, user_id: str, prompt: Prompt, params: SamplingParams, strength: float = 0.0
     ) -> _Request:
@@ -362,7 +333,8 @@ class Persona:
         started = time.perf_counter()
         if stream and best_of != 1:
             raise InvalidInputError("best_of > 1 picks a reply at the end; it cannot stream")
-        params = self._sampling(best_of, max_new_tokens, temperature, top_p, seed, stop)
+        params = sampling_params(self.generation, self.host.max_context, best_of, max_new_tokens,
+                                 temperature, top_p, seed, stop)  # fmt: skip
         request = self._request(user_id, prompt, params, strength)
         forward = guided_forward(self.host, self.adapters.server, [request.plan] * best_of)
         gen = BatchGeneration(self.host, [request.token_ids] * best_of, params, forward)
@@ -395,7 +367,8 @@ class Persona:
         if len(strengths) != len(requests):
             raise InvalidInputError("give one strength, or one per request")
         started = time.perf_counter()
-        params = self._sampling(best_of, max_new_tokens, temperature, top_p, seed, stop)
+        params = sampling_params(self.generation, self.host.max_context, best_of, max_new_tokens,
+                                 temperature, top_p, seed, stop)  # fmt: skip
         prepared = [self._request(user_id, prompt, params, a)
                     for (user_id, prompt), a in zip(requests, strengths)]  # fmt: skip
         plans = [r.plan for r in prepared for _ in range(best_of)]
