@@ -23,7 +23,7 @@ from persona_sdk.adapters.manifest import (
     model_fingerprint,
     save_peft_folder,
 )
-from persona_sdk.adapters.serving import AdapterServer, Factors, Slot
+from persona_sdk.adapters.serving import AdapterServer, Factors, Slot, tensor_bytes
 from persona_sdk.errors import AdapterError, InvalidInputError
 from persona_sdk.models import ModelHost
 
@@ -68,7 +68,7 @@ class UserAdapter:
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.state.values())
+        return tensor_bytes(self.state.values())
 
 
 class UserAdapters:

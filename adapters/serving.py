@@ -37,6 +37,11 @@ def module_key(state_key: str) -> str:
     return module_name(state_key.rsplit(".", 2)[0])
 
 
+def tensor_bytes(tensors) -> int:
+    """Memory held by ``tensors``."""
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
 @dataclass(eq=False)
 class Factors:
     """LoRA factors per module name, at one scaling: ``ΔW = s B diag(c) A``."""
@@ -60,8 +65,7 @@ class Factors:
 
     @property
     def nbytes(self) -> int:
-        tensors = [*self.a.values(), *self.b.values()]
-        return sum(t.numel() * t.element_size() for t in tensors)
+        return tensor_bytes([*self.a.values(), *self.b.values()])
 
 
 @dataclass(eq=False)
@@ -77,7 +81,7 @@ class Slot:
     @property
     def nbytes(self) -> int:
         own = self.factors.nbytes if self.owns_factors else 0
-        return own + self.coefficients.numel() * self.coefficients.element_size()
+        return own + tensor_bytes([self.coefficients])
 
 
 class Route:

@@ -1,6 +1,7 @@
-"""User-adapter speed on the embedded model: generating a user's adapter (exact combination
-of the shipped basis adapters, loaded into the shared model), a cached switch, memory per
-cached adapter, decode speed with and without an adapter, and the recorded build time.
+"""User-adapter speed on the embedded model: generating a user's adapter (their coefficients
+over the shipped basis adapters' shared factors, cached in the server), a cached switch,
+memory per cached adapter, decode speed with and without an adapter, and the recorded
+build time.
 
 Usage: ``python benchmarks/bench_adapters.py [--repeats 30] [--tokens 48]``.
 Prints a table, then one JSON line.
