@@ -21,6 +21,7 @@ from persona_sdk.adapters.manifest import (
     save_peft_folder,
 )
 from persona_sdk.basis import RewardBasis
+from persona_sdk.errors import AdapterError
 from persona_sdk.models import ModelHost
 from persona_sdk.reward_pool import RewardWorld
 
@@ -82,11 +83,14 @@ def build_basis_adapters(
     out: Path,
     config: BuildConfig | None = None,
     progress: bool = True,
+    retrain: bool = False,
 ) -> AdapterManifest:
     """Train (or resume) every direction's adapter into ``out``; returns the manifest.
 
     ``host`` is trained in place (load it unshared). Finished directions are skipped, and an
-    interrupted one resumes from its last checkpoint under ``out/.partial``.
+    interrupted one resumes from its last checkpoint under ``out/.partial``. ``retrain``
+    trains ``config.directions`` again even if finished (the others are kept); each
+    direction's stats record the DPO settings it was trained with.
     """
     from peft import get_peft_model
 
@@ -108,9 +112,14 @@ def build_basis_adapters(
             data={"pairs_per_prompt": config.pairs_per_prompt, "prompts": len(world.prompts),
                   "replies": len(world.texts), "held_out_every": HELD_OUT_EVERY},
         )  # fmt: skip
-    rewards = direction_rewards(world, basis)
     directions = config.directions or tuple(range(basis.rank))
-    todo = [k for k in directions if str(k) not in manifest.directions]
+    todo = [k for k in directions if retrain or str(k) not in manifest.directions]
+    if todo and manifest.directions and manifest.lora != config.lora.to_dict():
+        raise AdapterError(
+            f"{out} holds adapters with LoRA {manifest.lora}, not {config.lora.to_dict()}; "
+            "every direction must share one shape (build into a new folder)"
+        )
+    rewards = direction_rewards(world, basis)
     peft_model = None
     with _progress() as bar:
         bar.disable = not progress
@@ -138,7 +147,9 @@ def build_basis_adapters(
             sha = save_peft_folder(out / name, spec, state, dtype=torch.float16)
             gap = rewards[:, k]
             stats.update(wall_seconds=round(time.perf_counter() - start, 1),
-                         reward_std=float(gap.std()), axis=basis.axes[k].name)  # fmt: skip
+                         reward_std=float(gap.std()), axis=basis.axes[k].name,
+                         dpo=config.dpo.to_dict(),
+                         pairs_per_prompt=config.pairs_per_prompt)  # fmt: skip
             manifest.directions[str(k)] = {"folder": name, "sha256": sha, "stats": stats}
             manifest.save(out)
             shutil.rmtree(out / ".partial" / name, ignore_errors=True)

@@ -11,6 +11,7 @@ import typer
 
 from persona_sdk.cli.common import JsonOption, existing_user, open_persona
 from persona_sdk.cli.render import console, emit_json
+from persona_sdk.errors import InvalidInputError
 from persona_sdk.validation import validate_int, validate_number
 
 
@@ -32,6 +33,12 @@ def register(app: typer.Typer) -> None:
         steps: int = typer.Option(30, help="DPO steps per direction."),
         learning_rate: float = typer.Option(1e-3, "--lr", help="DPO learning rate."),
         beta: float = typer.Option(0.1, help="DPO β."),
+        pairs_per_prompt: int = typer.Option(2, help="Pairs per train prompt: its i-th "
+                                             "best reply under r_k against its i-th worst."),
+        direction: list[int] = typer.Option(None, "--direction", help="Only this direction "
+                                            "(repeatable); default: every direction."),
+        retrain: bool = typer.Option(False, help="Train the --direction adapters again even "
+                                     "if finished; the other directions are kept."),
         pool: Path = typer.Option(None, "--pool", help="Replies to rank (pool JSONL from "
                                   "`python -m persona_sdk.simulate_pool`); default: the "
                                   "shipped pool, sampled from the embedded model."),
@@ -51,16 +58,24 @@ def register(app: typer.Typer) -> None:
             dpo=DPOConfig(steps=validate_int(steps, "steps", low=1, high=100_000),
                           learning_rate=validate_number(learning_rate, "lr", low=1e-7, high=1.0),
                           beta=validate_number(beta, "beta", low=1e-4, high=100.0)),
+            pairs_per_prompt=validate_int(pairs_per_prompt, "pairs-per-prompt", low=1,
+                                          high=1000),
+            directions=tuple(direction) if direction else None,
         )  # fmt: skip
+        if retrain and not direction:
+            raise InvalidInputError("--retrain needs --direction (which adapters to retrain)")
         settings = ctx.obj
         with open_persona(ctx) as persona:
             basis = persona.rewards.basis
+            bad = [k for k in config.directions or () if not 0 <= k < basis.rank]
+            if bad:
+                raise InvalidInputError(f"--direction {bad[0]} is outside 0..{basis.rank - 1}")
             entries = read_pool(pool) if pool is not None else None
             world = RewardWorld.build(persona.rewards.featurizer, entries)
             host = load_model(settings.model, settings.device, shared=False)
             target = out or persona.data_dir / BASIS_ADAPTERS_DIR
             manifest = build_basis_adapters(host, basis, world, target, config,
-                                            progress=not json_)  # fmt: skip
+                                            progress=not json_, retrain=retrain)  # fmt: skip
         summary = {
             "path": str(target),
             "base_model": manifest.base_model,

@@ -29,15 +29,19 @@ def parse_shots(text: str) -> tuple[int, ...]:
     return shots
 
 
-def _run_eval(ctx: typer.Context, run, config, plot: Path | None, plotter, json_: bool):
+def _run_eval(ctx: typer.Context, run, config, plot: Path | None, plotter, json_: bool, check=None):
     """Run an eval under a progress bar and write its plot; print its JSON when asked.
+    ``check(persona, config)`` validates first, so a bad option fails before any bar.
     Returns the result, or None once the JSON is printed."""
     from persona_sdk.evals.plots import png_path
 
     if plot is not None:
         png_path(plot)  # a bad plot path fails before minutes of work
-    with ctx.obj.open() as persona, Progress(*COLUMNS, console=err_console) as progress:
-        result = run(persona, config, progress)
+    with ctx.obj.open() as persona:
+        if check is not None:
+            check(persona, config)
+        with Progress(*COLUMNS, console=err_console) as progress:
+            result = run(persona, config, progress)
     if plot is not None:
         plotter(result, plot)
     if json_:
@@ -133,7 +137,10 @@ def register(app: typer.Typer) -> None:
         )
         if plot is not None:
             png_path(plot)
-        with ctx.obj.open() as persona, Progress(*COLUMNS, console=err_console) as progress:
+        with (
+            ctx.obj.open() as persona,
+            Progress(*COLUMNS, console=err_console, transient=True) as progress,
+        ):
             task = progress.add_task("featurizing the response pool", total=None)
             world = RewardWorld.build(persona.rewards.featurizer)
             progress.update(task, total=1, completed=1)
@@ -160,8 +167,11 @@ def register(app: typer.Typer) -> None:
     @evaluation.command("adapters")
     def adapters(
         ctx: typer.Context,
-        users: int = typer.Option(20, help="Unseen simulated users."),
+        users: int = typer.Option(20, help="Unseen simulated users (0: directions only)."),
         prompts: int = typer.Option(12, help="Held-out prompts per user."),
+        direction: list[int] = typer.Option(
+            None, "--direction", help="Only this basis direction (repeatable); default: all."
+        ),
         direction_prompts: int = typer.Option(24, help="Held-out prompts per basis direction."),
         shots: int = typer.Option(16, help="Pairs each user answers before their adapter."),
         max_new_tokens: int = typer.Option(96, help="Most tokens per reply."),
@@ -171,18 +181,22 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Basis adapters vs the base on their own reward; user adapters vs the base on
         simulated users' true utility (held-out prompts)."""
-        from persona_sdk.evals.adapters import AdapterEvalConfig, run_adapter_eval
+        from persona_sdk.evals.adapters import AdapterEvalConfig, check_directions, run_adapter_eval
         from persona_sdk.evals.plots import plot_adapter_eval
 
         config = AdapterEvalConfig(
-            users=validate_int(users, "users", low=1, high=10_000),
+            users=validate_int(users, "users", low=0, high=10_000),
             prompts=validate_int(prompts, "prompts", low=2, high=60),
+            directions=tuple(validate_int(k, "direction", low=0) for k in direction)
+            if direction
+            else None,
             direction_prompts=validate_int(direction_prompts, "direction-prompts", low=2, high=60),
             shots=validate_int(shots, "shots", low=1, high=256),
             max_new_tokens=validate_int(max_new_tokens, "max-new-tokens", low=1, high=2048),
             seed=validate_int(seed, "seed", low=0),
         )
-        result = _run_eval(ctx, run_adapter_eval, config, plot, plot_adapter_eval, json_)
+        result = _run_eval(ctx, run_adapter_eval, config, plot, plot_adapter_eval, json_,
+                           check=check_directions)  # fmt: skip
         if result is None:
             return
         summary = result.to_dict()
@@ -216,6 +230,7 @@ def register(app: typer.Typer) -> None:
         prompts: int = typer.Option(10, help="Held-out prompts per user."),
         shots: int = typer.Option(16, help="Pairs each user answers (they also state rules)."),
         max_new_tokens: int = typer.Option(64, help="Most tokens per reply."),
+        users_per_batch: int = typer.Option(4, help="Users whose requests share one batch."),
         seed: int = typer.Option(0, help="Seed for users, prompts and sampling."),
         plot: Path = typer.Option(None, "--plot", help="Write the comparison to this PNG."),
         json_: bool = JsonOption,
@@ -230,18 +245,21 @@ def register(app: typer.Typer) -> None:
             prompts=validate_int(prompts, "prompts", low=1, high=60),
             shots=validate_int(shots, "shots", low=1, high=256),
             max_new_tokens=validate_int(max_new_tokens, "max-new-tokens", low=1, high=2048),
+            users_per_batch=validate_int(users_per_batch, "users-per-batch", low=1, high=256),
             seed=validate_int(seed, "seed", low=0),
         )
         result = _run_eval(ctx, run_generation_eval, config, plot, plot_generation_eval, json_)
         if result is None:
             return
         table = Table(title="mean true utility by method, ±95% CI over users")
-        for column in ("method", "mean utility", "full pipeline gain (paired)"):
+        for column in ("method", "utility", "utility over pool", "full pipeline gain (paired)"):
             table.add_column(column, justify="right")
         for m in result.methods:
             gain = result.gains.get(m["method"])
             shown = f"{gain['mean']:+.4f} ± {gain['ci95']:.4f}" if gain else "—"
-            table.add_row(m["method"], f"{m['mean']:.4f} ± {m['ci95']:.4f}", shown)
+            pool = m["over_pool"]
+            table.add_row(m["method"], f"{m['mean']:.4f} ± {m['ci95']:.4f}",
+                          f"{pool['mean']:.4f} ± {pool['ci95']:.4f}", shown)  # fmt: skip
         console.print(table)
         if plot is not None:
             err_console.print(f"plot written to {plot}")

@@ -12,230 +12,35 @@ import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import sqlite_utils
 
 from persona_sdk.errors import DataDirError, MemoryNotFoundError, StoreError, UnknownUserError
-
-SCHEMA_VERSION = 4
-KINDS = ("rule", "pair", "edit")
-SOURCES = ("stated", "inferred", "onboarding")
-DB_FILENAME = "persona.db"
-
-# Memories a request can retrieve: valid rules and edit contexts. Pairs feed the reward model.
-RETRIEVABLE_SQL = "(kind = 'rule' AND valid_to IS NULL) OR kind = 'edit'"
-
-_MIGRATIONS: dict[int, list[str]] = {
-    1: [
-        """CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
-        """CREATE TABLE users (
-            id TEXT PRIMARY KEY,
-            created_at TEXT NOT NULL,
-            memory_version INTEGER NOT NULL DEFAULT 0,
-            weights_version INTEGER NOT NULL DEFAULT 0
-        )""",
-        """CREATE TABLE memories (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-            kind TEXT NOT NULL CHECK (kind IN ('rule', 'pair', 'edit')),
-            source TEXT NOT NULL CHECK (source IN ('stated', 'inferred', 'onboarding')),
-            text TEXT,
-            prompt TEXT,
-            chosen TEXT,
-            rejected TEXT,
-            context TEXT,
-            confidence REAL NOT NULL DEFAULT 1.0,
-            support INTEGER NOT NULL DEFAULT 1,
-            valid_from TEXT NOT NULL,
-            valid_to TEXT,
-            superseded_by INTEGER,
-            origin_id INTEGER,
-            embedding BLOB,
-            created_at TEXT NOT NULL
-        )""",
-        "CREATE INDEX idx_memories_user_kind ON memories (user_id, kind)",
-        # One store-wide counter, so a forgotten and re-created user never reuses a version.
-        "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
-        "INSERT INTO counters VALUES ('memory_version', 0)",
-    ],
-    2: [
-        # The (feature, direction) a rule expresses, e.g. "emoji:-": exact duplicate and
-        # contradiction checks. The text's own embedding is kept for near-duplicate checks
-        # (``embedding`` is what retrieval searches: the context, when there is one).
-        "ALTER TABLE memories ADD COLUMN template TEXT",
-        "ALTER TABLE memories ADD COLUMN text_embedding BLOB",
-        "CREATE INDEX idx_memories_origin ON memories (origin_id)",
-    ],
-    3: [
-        # Retrieval reloads a user's global rules after each write: read only those rows.
-        "CREATE INDEX idx_memories_global_rules ON memories (user_id) "
-        "WHERE kind = 'rule' AND valid_to IS NULL AND context IS NULL",
-    ],
-    4: [
-        # Derived and rebuildable: each pair's feature difference φ(chosen) − φ(rejected)
-        # under one featurizer, so refitting a user's reward weights never re-embeds.
-        """CREATE TABLE pair_features (
-            memory_id INTEGER PRIMARY KEY REFERENCES memories(id) ON DELETE CASCADE,
-            user_id TEXT NOT NULL,
-            featurizer TEXT NOT NULL,
-            z BLOB NOT NULL
-        )""",
-        "CREATE INDEX idx_pair_features_user ON pair_features (user_id)",
-    ],
-}
-
-
-def utc_now() -> str:
-    """An ISO-8601 UTC timestamp with microseconds, sortable as text."""
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
-
-
-@dataclass(frozen=True)
-class Memory:
-    """One stored memory. ``text`` is the rule; pairs and edits use prompt/chosen/rejected."""
-
-    id: int
-    user_id: str
-    kind: str
-    source: str
-    text: str | None
-    prompt: str | None
-    chosen: str | None
-    rejected: str | None
-    context: str | None
-    confidence: float
-    support: int
-    valid_from: str
-    valid_to: str | None
-    superseded_by: int | None
-    origin_id: int | None
-    created_at: str
-    template: str | None = None
-
-    @property
-    def is_valid(self) -> bool:
-        """False once a newer memory superseded this one."""
-        return self.valid_to is None
-
-    def to_dict(self) -> dict:
-        """A JSON-ready dict of every field."""
-        return dict(self.__dict__)
-
-
-@dataclass(frozen=True)
-class Write:
-    """What a committed write touched, and the user's ``memory_version`` around it."""
-
-    ids: list[int]
-    previous_version: int
-    version: int
-    restored: list[int] = field(default_factory=list)
-
-
-_MEMORY_COLUMNS = ", ".join(Memory.__dataclass_fields__)
-_INSERT_COLUMNS = (
-    "kind",
-    "source",
-    "text",
-    "prompt",
-    "chosen",
-    "rejected",
-    "context",
-    "confidence",
-    "support",
-    "valid_from",
-    "valid_to",
-    "superseded_by",
-    "origin_id",
-    "template",
-    "embedding",
-    "text_embedding",
-    "created_at",
+from persona_sdk.memory.records import (
+    MEMORY_COLUMNS,
+    Memory,
+    StoredRule,
+    UserWrite,
+    Write,
+    from_blob,
+    to_blob,
+    utc_now,
+)
+from persona_sdk.memory.schema import (
+    DB_FILENAME,
+    KINDS,
+    MIGRATIONS,
+    RETRIEVABLE_SQL,
+    SCHEMA_VERSION,
+    SOURCES,
 )
 
-
-def to_blob(vector: np.ndarray | None) -> bytes | None:
-    return None if vector is None else np.asarray(vector, np.float32).tobytes()
-
-
-def from_blob(blob: bytes | None) -> np.ndarray | None:
-    return None if blob is None else np.frombuffer(blob, dtype=np.float32)
-
-
-@dataclass(frozen=True)
-class StoredRule:
-    """A valid rule and its two embeddings (retrieval: context or text; and text)."""
-
-    memory: Memory
-    vector: np.ndarray | None
-    text_vector: np.ndarray | None
-
-
-class UserWrite:
-    """Writes inside one user's transaction (see :meth:`MemoryStore.user_write`)."""
-
-    def __init__(self, conn: sqlite3.Connection, user_id: str, now: str):
-        self.conn, self.user_id, self.now = conn, user_id, now
-        self.previous_version = self.version = 0
-
-    def insert(self, row: dict) -> int:
-        """Insert one memory; missing fields take their defaults."""
-        defaults = {
-            "source": "stated",
-            "confidence": 1.0,
-            "support": 1,
-            "valid_from": self.now,
-            "created_at": self.now,
-        }
-        values = {**defaults, **row}
-        for key in ("embedding", "text_embedding"):
-            values[key] = to_blob(values.get(key))
-        placeholders = ", ".join("?" * (len(_INSERT_COLUMNS) + 1))
-        cursor = self.conn.execute(
-            f"INSERT INTO memories (user_id, {', '.join(_INSERT_COLUMNS)}) VALUES ({placeholders})",
-            (self.user_id, *(values.get(c) for c in _INSERT_COLUMNS)),
-        )
-        return int(cursor.lastrowid)
-
-    def update(self, memory_id: int, **fields) -> None:
-        """Change fields of one of this user's memories."""
-        for key in ("embedding", "text_embedding"):
-            if key in fields:
-                fields[key] = to_blob(fields[key])
-        assignments = ", ".join(f"{key} = ?" for key in fields)
-        self.conn.execute(
-            f"UPDATE memories SET {assignments} WHERE id = ? AND user_id = ?",
-            (*fields.values(), memory_id, self.user_id),
-        )
-
-    def starting_version(self) -> int:
-        """The user's ``memory_version`` before this transaction's own writes."""
-        row = self.conn.execute(
-            "SELECT memory_version FROM users WHERE id = ?", (self.user_id,)
-        ).fetchone()
-        return row[0] if row else 0
-
-    def valid_rules(self) -> list[StoredRule]:
-        """The user's valid rules with their embeddings, inside this transaction."""
-        return self._stored_rules("AND kind = 'rule' AND valid_to IS NULL", ())
-
-    def stored_rule(self, memory_id: int) -> StoredRule:
-        """One rule with its embeddings, as this transaction sees it."""
-        return self._stored_rules("AND id = ?", (memory_id,))[0]
-
-    def _stored_rules(self, where: str, params: tuple) -> list[StoredRule]:
-        rows = self.conn.execute(
-            f"SELECT {_MEMORY_COLUMNS}, embedding, text_embedding FROM memories "
-            f"WHERE user_id = ? {where} ORDER BY id",
-            (self.user_id, *params),
-        ).fetchall()
-        return [
-            StoredRule(Memory(*row[:-2]), from_blob(row[-2]), from_blob(row[-1])) for row in rows
-        ]
+__all__ = [
+    "KINDS", "SCHEMA_VERSION", "SOURCES", "Memory", "MemoryStore", "StoredRule", "UserWrite",
+    "Write", "from_blob", "to_blob", "utc_now",
+]  # fmt: skip
 
 
 class MemoryStore:
@@ -303,7 +108,7 @@ class MemoryStore:
                     f"{SCHEMA_VERSION}. Upgrade persona-sdk."
                 )
             for version in range(current + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[version]:
+                for statement in MIGRATIONS[version]:
                     conn.execute(statement)
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
 
@@ -424,7 +229,7 @@ class MemoryStore:
         if origins is not None:
             where.append(f"origin_id IN ({', '.join('?' * len(origins))})")
             params.extend(int(i) for i in origins)
-        sql = f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE {' AND '.join(where)} ORDER BY id"
+        sql = f"SELECT {MEMORY_COLUMNS} FROM memories WHERE {' AND '.join(where)} ORDER BY id"
         return [Memory(*row) for row in self.query(sql, params)]
 
     def count_memories(self, user_id: str) -> dict[str, int]:

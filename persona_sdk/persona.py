@@ -274,27 +274,40 @@ class Persona:
         has_pairs = plan.adapter is not None and self.rewards.profile(user_id).personalized
         return _Request(user_id, rules, token_ids, retrieve_ms, query, plan, has_pairs)
 
-    def _reply(
-        self, request: _Request, gen: BatchGeneration, rows: Sequence[int], started: float
-    ) -> Reply:
-        """The reply from ``rows`` (best-of-N candidates), ranked by the user's reward."""
+    def _replies(
+        self, requests: Sequence[_Request], gen: BatchGeneration, best_of: int, started: float
+    ) -> list[Reply]:
+        """One reply per request from its ``best_of`` rows of ``gen``, ranked by the user's
+        reward; every row is featurized in one embedding call."""
         score_start = time.perf_counter()
-        texts = [gen.rows[i].text.strip() for i in rows]
-        rewards = self.rewards.scores(request.user_id, request.query, texts)
+        texts = [row.text.strip() for row in gen.rows]
+        phi = self.rewards.features([r.query for r in requests for _ in range(best_of)], texts)
+        rewards = [self.rewards.score_features(r.user_id, phi[i * best_of : (i + 1) * best_of])
+                   for i, r in enumerate(requests)]  # fmt: skip
+        scored_ms = (time.perf_counter() - score_start) * 1000
+        return [self._reply(r, gen, i * best_of, texts, rewards[i], scored_ms, started)
+                for i, r in enumerate(requests)]  # fmt: skip
+
+    def _reply(
+        self, request: _Request, gen: BatchGeneration, first: int, texts: list[str],
+        rewards: np.ndarray, reward_ms: float, started: float,
+    ) -> Reply:  # fmt: skip
+        """The request's reply from rows ``first…first+len(rewards)``: the best by reward."""
         order = np.argsort(-rewards, kind="stable")
-        state = gen.rows[rows[order[0]]]
+        mine = texts[first : first + len(rewards)]
+        state = gen.rows[first + order[0]]
         timings = {
             "retrieve": request.retrieve_ms,
             "ttft": gen.timings.get("ttft", 0.0) * 1000,
             "generate": gen.timings.get("total", 0.0) * 1000,
-            "reward": (time.perf_counter() - score_start) * 1000,
+            "reward": reward_ms,
             "total": (time.perf_counter() - started) * 1000,
         }
         candidates = []
-        if len(rows) > 1:
-            candidates = [{"text": texts[i], "reward": float(rewards[i])} for i in order]
+        if len(rewards) > 1:
+            candidates = [{"text": mine[i], "reward": float(rewards[i])} for i in order]
         return Reply(
-            text=texts[order[0]],
+            text=mine[order[0]],
             user_id=request.user_id,
             used_rules=request.rules,
             strength=request.plan.strength,
@@ -338,12 +351,12 @@ class Persona:
         request = self._request(user_id, prompt, params, strength)
         forward = guided_forward(self.host, self.adapters.server, [request.plan] * best_of)
         gen = BatchGeneration(self.host, [request.token_ids] * best_of, params, forward)
-        rows = list(range(best_of))
         if not stream:
             gen.run()
-            return self._reply(request, gen, rows, started)
+            return self._replies([request], gen, best_of, started)[0]
         chunks = (deltas[0] for deltas in gen if deltas[0])
-        return ReplyStream(chunks, request.rules, lambda: self._reply(request, gen, rows, started))
+        finish = lambda: self._replies([request], gen, best_of, started)[0]  # noqa: E731
+        return ReplyStream(chunks, request.rules, finish)
 
     def generate_batch(
         self,
@@ -376,8 +389,7 @@ class Persona:
         prompts = [r.token_ids for r in prepared for _ in range(best_of)]
         gen = BatchGeneration(self.host, prompts, params, forward)
         gen.run()
-        return [self._reply(r, gen, range(i * best_of, (i + 1) * best_of), started)
-                for i, r in enumerate(prepared)]  # fmt: skip
+        return self._replies(prepared, gen, best_of, started)
 
     def prompt_for(self, user_id: str, prompt: Prompt) -> list[Message]:
         """The exact messages the model would see for this request (for debugging)."""

@@ -189,8 +189,11 @@ class Rewards:
         """The user's reward ``φ(x, y)ᵀ D w`` (posterior mean) for each reply."""
         if not replies:
             return np.zeros(0)
-        w = self.posterior(user_id).mean
-        return self.features([prompt] * len(replies), replies) @ self.basis.directions @ w
+        return self.score_features(user_id, self.features([prompt] * len(replies), replies))
+
+    def score_features(self, user_id: str, phi: np.ndarray) -> np.ndarray:
+        """The user's reward for replies already featurized (rows of ``features``)."""
+        return phi @ self.basis.directions @ self.posterior(user_id).mean
 
     def prefer(self, user_id: str, prompt: str, a: str, b: str) -> float:
         """P(a ≻ b) for the user, averaged over the posterior."""

@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import PAIRS, add_pairs
+from conftest import PAIRS, add_pairs, assert_error
 
 from persona_sdk import AdapterError, InvalidInputError, NotEnoughDataError, Persona
 from persona_sdk.adapters.build import build_basis_adapters, direction_pairs, is_held_out
 from persona_sdk.adapters.combine import coefficients, truncate
-from persona_sdk.adapters.config import DPOConfig
+from persona_sdk.adapters.config import BuildConfig, DPOConfig, LoraSpec
 from persona_sdk.adapters.manifest import MANIFEST, model_fingerprint
 from persona_sdk.adapters.serving import AdapterServer, module_name
 from persona_sdk.models import load_model
@@ -37,6 +37,46 @@ def test_build_writes_manifest_and_resumes(built, tiny_host, world, tiny_model_d
     )
     assert again.directions == manifest.directions  # finished directions are not retrained
     assert before == {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")}
+
+
+def test_retrain_replaces_only_the_named_directions(built, tiny_model_dir, world, tmp_path):
+    import shutil
+
+    from persona_sdk.basis import RewardBasis, default_basis_path
+
+    out = tmp_path / "adapters"
+    shutil.copytree(built[0], out)
+    weights = lambda: {p.parent.name: p.read_bytes() for p in out.rglob("*.safetensors")}  # noqa: E731
+    before = weights()
+    host = load_model(str(tiny_model_dir), device="cpu", shared=False)
+    basis = RewardBasis.load(default_basis_path())
+    dpo = DPOConfig(steps=3, batch_pairs=2, learning_rate=0.05)
+    config = BuildConfig(lora=LoraSpec(rank=2, alpha=4.0), dpo=dpo, directions=(1,))
+    manifest = build_basis_adapters(host, basis, world, out, config, progress=False, retrain=True)
+    after = weights()
+    assert {k for k in before if before[k] != after[k]} == {"direction_1"}
+    assert manifest.directions["1"]["stats"]["dpo"]["steps"] == 3
+    assert json.loads((out / MANIFEST).read_text())["directions"]["1"]["stats"]["steps"] == 3
+    with pytest.raises(AdapterError, match="one shape"):  # another LoRA shape: refused
+        build_basis_adapters(host, basis, world, out, BuildConfig(directions=(1,)),
+                             progress=False, retrain=True)  # fmt: skip
+    assert weights() == after
+
+
+def test_cli_retrain_checks_and_eval_adapters(adapter_cli, tmp_path):
+    assert_error(adapter_cli("adapters", "build-basis", "--retrain"), "--direction")
+    assert_error(adapter_cli("adapters", "build-basis", "--direction", "8"), "outside 0..7")
+    short = ["--direction-prompts", "2", "--max-new-tokens", "3"]
+    only = adapter_cli.json("eval", "adapters", "--users", "0", "--direction", "1", *short)
+    assert [d["direction"] for d in only["directions"]] == [1] and only["users"] == []
+    plot = tmp_path / "adapters.png"
+    args = ["--users", "2", "--prompts", "2", "--shots", "2", "--plot", str(plot)]
+    full = adapter_cli.json("eval", "adapters", *args, *short)
+    assert len(full["directions"]) == 8 and len(full["users"]) == 2
+    assert all(np.isfinite(u["gain"]) for u in full["users"])
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    bad = adapter_cli("eval", "adapters", "--users", "0", "--direction", "8", *short)
+    assert_error(bad, "directions must be between 0 and 7")
 
 
 def test_direction_pairs_rank_by_reward_and_skip_held_out(world):

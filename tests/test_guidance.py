@@ -112,14 +112,21 @@ def test_eval_generation_compares_every_method(adapter_cli, tmp_path):
     from persona_sdk.evals.generation import FULL_PIPELINE, METHODS
 
     plot = tmp_path / "generation.png"
-    args = ["eval", "generation", "--users", "2", "--prompts", "2", "--shots", "2"]
+    args = ["eval", "generation", "--users", "3", "--prompts", "2", "--shots", "2",
+            "--users-per-batch", "2"]  # fmt: skip
     out = adapter_cli.json(*args, "--max-new-tokens", "3", "--plot", str(plot))
     assert [m["method"] for m in out["methods"]] == [name for name, *_ in METHODS]
-    assert all(len(m["per_user"]) == 2 and np.isfinite(m["mean"]) for m in out["methods"])
+    assert all(len(m["per_user"]) == 3 and np.isfinite(m["mean"]) for m in out["methods"])
     assert set(out["gains"]) == {name for name, *_ in METHODS} - {FULL_PIPELINE}
     base = next(m for m in out["methods"] if m["method"] == "base")
     assert base["per_user"][0] != base["per_user"][1]  # one base text, two users' utilities
+    # "over the pool" subtracts one per-user reference that no method touches
+    offsets = np.array([np.subtract(m["per_user"], m["over_pool"]["per_user"])
+                        for m in out["methods"]])  # fmt: skip
+    np.testing.assert_allclose(offsets, np.broadcast_to(offsets[0], offsets.shape), atol=1e-9)
+    assert offsets[0][0] != offsets[0][1]
     assert set(out["full_beats_with_separate_cis"]) == {"base", "rules only"}
+    assert set(out["full_beats_with_separate_cis"]["base"]) == {"utility", "over_pool"}
     assert plot.read_bytes()[:4] == b"\x89PNG"
     assert adapter_cli.json("users") == []  # the simulated users are forgotten afterwards
     assert_error(adapter_cli("eval", "generation", "--users", "1"), "users must be between 2")

@@ -156,11 +156,11 @@ def test_recreated_user_never_sees_a_forgotten_index(persona, tmp_path):
 
 
 def test_a_version_1_store_is_migrated_and_backfilled(tmp_path, tiny_host, embedder):
-    from persona_sdk.memory.store import _MIGRATIONS
+    from persona_sdk.memory.schema import MIGRATIONS
 
     with sqlite3.connect(tmp_path / "persona.db") as conn:  # a store as version 1 wrote it
         conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-        for statement in _MIGRATIONS[1]:
+        for statement in MIGRATIONS[1]:
             conn.execute(statement)
         conn.execute("INSERT INTO schema_version VALUES (1)")
         conn.execute("INSERT INTO users (id, created_at, memory_version) VALUES ('old', 't', 1)")

@@ -3,6 +3,7 @@ user adapters raise simulated users' true utility over the base model, on held-o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -10,6 +11,7 @@ import numpy as np
 from persona_sdk.adapters.build import is_held_out
 from persona_sdk.adapters.combine import coefficients
 from persona_sdk.adapters.serving import Slot
+from persona_sdk.errors import InvalidInputError
 from persona_sdk.generation import BatchGeneration, SamplingParams
 from persona_sdk.posterior import fit_posterior
 from persona_sdk.reward_pool import RewardWorld, bt_labels
@@ -21,7 +23,8 @@ EVAL_KEY = "\0eval-adapters"
 @dataclass
 class AdapterEvalConfig:
     """``users`` unseen simulated users, each onboarded from ``shots`` answered pairs on
-    train prompts, then served ``prompts`` held-out prompts (greedy)."""
+    train prompts, then served ``prompts`` held-out prompts (greedy). ``directions``
+    limits the basis-adapter measure to those directions (``None``: all)."""
 
     users: int = 20
     prompts: int = 12
@@ -30,6 +33,7 @@ class AdapterEvalConfig:
     max_new_tokens: int = 96
     batch_size: int = 12
     seed: int = 0
+    directions: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -78,6 +82,15 @@ def _coefficient_adapter(persona, key: str, coeffs: np.ndarray) -> Slot:
     return manager.server.put(f"{EVAL_KEY}\0{key}", Slot(EVAL_KEY, basis_adapters.factors, scale))
 
 
+def check_directions(persona, config: AdapterEvalConfig) -> Sequence[int]:
+    """The basis directions to measure; raises on one the basis does not have."""
+    rank = persona.rewards.basis.rank
+    directions = range(rank) if config.directions is None else config.directions
+    if any(not 0 <= k < rank for k in directions):
+        raise InvalidInputError(f"directions must be between 0 and {rank - 1}")
+    return directions
+
+
 def run_adapter_eval(persona, config: AdapterEvalConfig, progress=None) -> AdapterEvalResult:
     """Both measures of ``persona eval adapters``; ``progress`` is a rich Progress or None."""
     basis = persona.rewards.basis
@@ -88,7 +101,8 @@ def run_adapter_eval(persona, config: AdapterEvalConfig, progress=None) -> Adapt
     rng = np.random.default_rng(config.seed)
     n_prompts = max(config.prompts, config.direction_prompts)
     prompts = [held_out[i] for i in rng.permutation(len(held_out))[:n_prompts]]
-    total = 1 + basis.rank + config.users
+    directions = check_directions(persona, config)
+    total = 1 + len(directions) + config.users
     task = progress.add_task("eval adapters", total=total) if progress else None
 
     def step():
@@ -100,7 +114,7 @@ def run_adapter_eval(persona, config: AdapterEvalConfig, progress=None) -> Adapt
     step()
     base_r = basis.project(featurizer.features(prompts, base))
     dir_prompts = prompts[: config.direction_prompts]
-    for k in range(basis.rank):
+    for k in directions:
         replies = generate_replies(
             persona,
             dir_prompts,
@@ -116,6 +130,8 @@ def run_adapter_eval(persona, config: AdapterEvalConfig, progress=None) -> Adapt
             "effect_sd": float((r.mean() - b.mean()) / sd), "ci95_sd": ci95(r - b) / sd,
         })  # fmt: skip
         step()
+    if not config.users:
+        return result
     user_prompts = prompts[: config.prompts]
     base_attrs = np.stack([attribute_vector(t, p) for t, p in zip(base, prompts)])[: config.prompts]
     users = make_reward_population(config.users, seed=1000 + config.seed)

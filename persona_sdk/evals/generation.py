@@ -4,6 +4,13 @@ each generation method, through the public API (``Persona.generate_batch``).
 Each user states the rules of their strongest preferences (``oracle_rules``) and answers
 ``shots`` pairs on train prompts; replies are to held-out prompts. Utility is the
 simulator's ``weights · attributes`` of the reply text.
+
+Two views of it are reported. *Utility* is that number as is. *Utility over the pool* is
+it minus the user's mean utility of the prompt's pool replies. Bradley–Terry choices only
+see differences between replies to one prompt, so a user's utility is identified only up
+to a per-prompt constant; subtracting a fixed reference that no method touches removes
+that unidentifiable level (which differs a lot between users) and leaves every paired
+difference unchanged.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ class GenerationEvalConfig:
     shots: int = 16
     max_new_tokens: int = 64
     best_of_temperature: float = 0.8
+    users_per_batch: int = 4  # users whose requests share one generate_batch call
     seed: int = 0
 
 
@@ -46,18 +54,32 @@ class GenerationEvalConfig:
 class GenerationEvalResult:
     model: str
     config: dict
-    methods: list[dict] = field(default_factory=list)  # name, mean, ci95, per-user means
+    # name, mean, ci95, per-user means, and the same under "over_pool"
+    methods: list[dict] = field(default_factory=list)
     gains: dict = field(default_factory=dict)  # full pipeline minus each other method, paired
 
     def to_dict(self) -> dict:
         out = asdict(self)
         full = next(m for m in self.methods if m["method"] == FULL_PIPELINE)
         out["full_beats_with_separate_cis"] = {
-            m["method"]: bool(full["mean"] - full["ci95"] > m["mean"] + m["ci95"])
+            m["method"]: {
+                "utility": _separate(full, m),
+                "over_pool": _separate(full["over_pool"], m["over_pool"]),
+            }
             for m in self.methods
             if m["method"] in ("base", "rules only")
         }
         return out
+
+
+def _separate(better: dict, other: dict) -> bool:
+    """Whether ``better``'s 95% CI lies wholly above ``other``'s."""
+    return bool(better["mean"] - better["ci95"] > other["mean"] + other["ci95"])
+
+
+def _summary(values: list[float]) -> dict:
+    v = np.array(values)
+    return {"mean": float(v.mean()), "ci95": ci95(v), "per_user": values}
 
 
 def _onboard(persona, world: RewardWorld, user, utility, threshold, train_ids, config, rng):
@@ -81,6 +103,19 @@ def _onboard(persona, world: RewardWorld, user, utility, threshold, train_ids, c
     return ids
 
 
+def _replies(persona, requests, strength: float, best_of: int, config, seed: int) -> list[str]:
+    sampled = best_of > 1
+    replies = persona.generate_batch(
+        requests,
+        strength=strength,
+        best_of=best_of,
+        max_new_tokens=config.max_new_tokens,
+        temperature=config.best_of_temperature if sampled else 0.0,
+        seed=seed if sampled else None,
+    )
+    return [r.text for r in replies]
+
+
 def run_generation_eval(persona, config: GenerationEvalConfig, progress=None):
     """Every method's mean true utility, with 95% CIs over users; ``progress``: rich."""
     world = RewardWorld.build(persona.rewards.featurizer)
@@ -91,41 +126,44 @@ def run_generation_eval(persona, config: GenerationEvalConfig, progress=None):
     users = make_reward_population(config.users, seed=2000 + config.seed)
     utility = world.utilities(users)
     thresholds = world.indifference(utility, 0.5, rng)
+    pool = world.replies_of(np.array([world.prompts.index(p) for p in prompts]))
+    reference = np.stack([utility[replies].mean(0) for replies in pool])  # (prompts, users)
     task = progress.add_task("eval generation", total=config.users) if progress else None
-    per_user = {name: [] for name, *_ in METHODS}
+    raw = {name: [] for name, *_ in METHODS}
+    over_pool = {name: [] for name, *_ in METHODS}
     base_texts = None
-    for u, user in enumerate(users):
-        ids = _onboard(persona, world, user, utility[:, u], thresholds[u], train_ids, config, rng)
-        texts = {}
+    n = len(prompts)
+    for start in range(0, config.users, config.users_per_batch):
+        chunk = range(start, min(start + config.users_per_batch, config.users))
+        ids = {u: _onboard(persona, world, users[u], utility[:, u], thresholds[u], train_ids,
+                           config, rng) for u in chunk}  # fmt: skip
         for name, rules, strength, best_of in METHODS:
-            if name == "base" and base_texts is not None:
-                texts[name] = base_texts  # the base reply does not depend on the user
-                continue
-            sampled = best_of > 1
-            replies = persona.generate_batch(
-                [(ids[rules], p) for p in prompts],
-                strength=strength,
-                best_of=best_of,
-                max_new_tokens=config.max_new_tokens,
-                temperature=config.best_of_temperature if sampled else 0.0,
-                seed=config.seed + u if sampled else None,
-            )
-            texts[name] = [r.text for r in replies]
-        base_texts = texts["base"]
-        for name, replies in texts.items():
-            attrs = np.stack([attribute_vector(t, p) for t, p in zip(replies, prompts)])
-            per_user[name].append(float((attrs @ user.weights).mean()))
-        for stored in ids.values():
-            persona.user(stored).forget()
-        if task is not None:
-            progress.advance(task)
+            if name == "base":  # the base reply does not depend on the user
+                if base_texts is None:
+                    requests = [(ids[start][False], p) for p in prompts]
+                    base_texts = _replies(persona, requests, 0.0, 1, config, 0)
+                texts = base_texts * len(chunk)
+            else:
+                requests = [(ids[u][rules], p) for u in chunk for p in prompts]
+                texts = _replies(persona, requests, strength, best_of, config,
+                                 config.seed + start)  # fmt: skip
+            for i, u in enumerate(chunk):
+                mine = texts[i * n : (i + 1) * n]
+                attrs = np.stack([attribute_vector(t, p) for t, p in zip(mine, prompts)])
+                values = attrs @ users[u].weights
+                raw[name].append(float(values.mean()))
+                over_pool[name].append(float((values - reference[:, u]).mean()))
+        for u in chunk:
+            for stored in ids[u].values():
+                persona.user(stored).forget()
+            if task is not None:
+                progress.advance(task)
     result = GenerationEvalResult(persona.host.name, asdict(config))
-    for name, values in per_user.items():
-        v = np.array(values)
-        result.methods.append({"method": name, "mean": float(v.mean()), "ci95": ci95(v),
-                               "per_user": values})  # fmt: skip
-    full = np.array(per_user[FULL_PIPELINE])
-    for name, values in per_user.items():
+    for name in raw:
+        result.methods.append({"method": name, **_summary(raw[name]),
+                               "over_pool": _summary(over_pool[name])})  # fmt: skip
+    full = np.array(raw[FULL_PIPELINE])
+    for name, values in raw.items():
         if name != FULL_PIPELINE:
             diff = full - np.array(values)
             result.gains[name] = {"mean": float(diff.mean()), "ci95": ci95(diff),

@@ -105,20 +105,24 @@ def plot_adapter_eval(result, path: str | Path) -> Path:
 
 
 def plot_generation_eval(result, path: str | Path) -> Path:
-    """Mean true utility per generation method, ±95% CI over users."""
+    """Mean true utility per generation method, as is and over the pool, ±95% CI over users."""
     path = png_path(path)
-    figure, axis = plt.subplots(figsize=(9, 4.6))
+    figure, axes = plt.subplots(1, 2, figsize=(13, 4.8))
     names = [m["method"] for m in result.methods]
-    means = [m["mean"] for m in result.methods]
-    axis.bar(range(len(names)), means, yerr=[m["ci95"] for m in result.methods],
-             color=["tab:gray", "tab:orange"] + ["tab:blue"] * 3 + ["tab:green"] * 2,
-             alpha=0.85, capsize=4)  # fmt: skip
-    axis.set_xticks(range(len(names)), names, rotation=25, ha="right", fontsize=8)
-    low = min(m - m_ci["ci95"] for m, m_ci in zip(means, result.methods))
-    high = max(m + m_ci["ci95"] for m, m_ci in zip(means, result.methods))
-    axis.set_ylim(low - 0.1 * (high - low), high + 0.1 * (high - low))
+    colors = ["tab:gray", "tab:orange"] + ["tab:blue"] * 3 + ["tab:green"] * 2
+    views = (("utility", result.methods),
+             ("utility over the pool", [m["over_pool"] for m in result.methods]))  # fmt: skip
+    for axis, (label, stats) in zip(axes, views):
+        means = [s["mean"] for s in stats]
+        axis.bar(range(len(names)), means, yerr=[s["ci95"] for s in stats], color=colors,
+                 alpha=0.85, capsize=4)  # fmt: skip
+        axis.set_xticks(range(len(names)), names, rotation=25, ha="right", fontsize=8)
+        low = min(s["mean"] - s["ci95"] for s in stats)
+        high = max(s["mean"] + s["ci95"] for s in stats)
+        axis.set_ylim(low - 0.1 * (high - low), high + 0.1 * (high - low))
+        axis.set(ylabel=f"mean true {label}")
+        axis.grid(alpha=0.3, axis="y")
     users, prompts = result.config["users"], result.config["prompts"]
-    axis.set(ylabel="mean true utility", title=f"generation methods ({users} users × {prompts} "
-             "held-out prompts, ±95% CI)")  # fmt: skip
-    axis.grid(alpha=0.3, axis="y")
+    figure.suptitle(f"generation methods ({users} users × {prompts} held-out prompts, "
+                    "±95% CI over users)")  # fmt: skip
     return _save(figure, path)
