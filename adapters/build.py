@@ -144,6 +144,7 @@ def build_basis_adapters(
             from peft import get_peft_model_state_dict
 
             state = get_peft_model_state_dict(peft_model, adapter_name=name)
+            spec.base_model_name_or_path = None  # peft fills in a local cache path
             sha = save_peft_folder(out / name, spec, state, dtype=torch.float16)
             gap = rewards[:, k]
             stats.update(wall_seconds=round(time.perf_counter() - start, 1),
