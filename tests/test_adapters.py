@@ -355,5 +355,9 @@ def test_batch_mixes_users_and_strengths(tp):
                                 strength=[1.0, 0.5, 1.0], max_new_tokens=6)  # fmt: skip
     assert [r.strength for r in replies] == [1.0, 0.5, 1.0]
     assert replies[2].personalized is False  # no data: population default adapter
+    for user, reply in zip(("kim", "lee", "new"), replies):  # one embedding call, own weights
+        expected = tp.rewards.scores(user, "hello", [reply.text])[0]
+        assert reply.reward == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert replies[0].reward != replies[1].reward
     with pytest.raises(InvalidInputError, match="one per request"):
         tp.generate_batch([("kim", "hello")], strength=[1.0, 1.0])
