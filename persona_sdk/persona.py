@@ -182,12 +182,9 @@ class Persona:
             self._rule_sets.pop(next(iter(self._rule_sets)))
 
     def _mirror(
-        self,
-        user_id: str,
-        write: UserWrite,
-        outcomes: list[Outcome],
+        self, user_id: str, write: UserWrite, outcomes: list[Outcome],
         extra: list[tuple[int, np.ndarray]] | None = None,
-    ) -> None:
+    ) -> None:  # fmt: skip
         """Apply a committed consolidation to the user's index. Outcomes of one batch can
         touch the same rule twice (added, then superseded), so every touched id is taken
         out and its final state is read back from SQLite."""
@@ -204,11 +201,8 @@ class Persona:
             return None
         from persona_sdk.memory.inference import infer_preference_phrase
 
-        host = (
-            self.host
-            if self.memory.inference_model is None
-            else load_model(self.memory.inference_model, self._device, self._dtype)
-        )
+        spec = self.memory.inference_model
+        host = self.host if spec is None else load_model(spec, self._device, self._dtype)
         return infer_preference_phrase(host, response, edited)
 
     def _retrieve(self, user_id: str, query: str) -> list[RetrievedRule]:
