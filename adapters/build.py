@@ -21,7 +21,7 @@ from persona_sdk.adapters.manifest import (
     save_peft_folder,
 )
 from persona_sdk.basis import RewardBasis
-from persona_sdk.errors import AdapterError
+from persona_sdk.errors import AdapterError, InvalidInputError
 from persona_sdk.models import ModelHost
 from persona_sdk.reward_pool import RewardWorld
 
@@ -113,6 +113,9 @@ def build_basis_adapters(
                   "replies": len(world.texts), "held_out_every": HELD_OUT_EVERY},
         )  # fmt: skip
     directions = config.directions or tuple(range(basis.rank))
+    for k in directions:  # before any data is ranked or any step is trained
+        if not 0 <= k < basis.rank:
+            raise InvalidInputError(f"direction {k} is outside 0..{basis.rank - 1}")
     todo = [k for k in directions if retrain or str(k) not in manifest.directions]
     if todo and manifest.directions and manifest.lora != config.lora.to_dict():
         raise AdapterError(

@@ -67,9 +67,6 @@ def register(app: typer.Typer) -> None:
         settings = ctx.obj
         with open_persona(ctx) as persona:
             basis = persona.rewards.basis
-            bad = [k for k in config.directions or () if not 0 <= k < basis.rank]
-            if bad:
-                raise InvalidInputError(f"--direction {bad[0]} is outside 0..{basis.rank - 1}")
             entries = read_pool(pool) if pool is not None else None
             world = RewardWorld.build(persona.rewards.featurizer, entries)
             host = load_model(settings.model, settings.device, shared=False)

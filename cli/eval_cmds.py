@@ -137,10 +137,7 @@ def register(app: typer.Typer) -> None:
         )
         if plot is not None:
             png_path(plot)
-        with (
-            ctx.obj.open() as persona,
-            Progress(*COLUMNS, console=err_console, transient=True) as progress,
-        ):
+        with ctx.obj.open() as persona, Progress(*COLUMNS, console=err_console) as progress:
             task = progress.add_task("featurizing the response pool", total=None)
             world = RewardWorld.build(persona.rewards.featurizer)
             progress.update(task, total=1, completed=1)

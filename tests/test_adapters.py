@@ -60,6 +60,9 @@ def test_retrain_replaces_only_the_named_directions(built, tiny_model_dir, world
     with pytest.raises(AdapterError, match="one shape"):  # another LoRA shape: refused
         build_basis_adapters(host, basis, world, out, BuildConfig(directions=(1,)),
                              progress=False, retrain=True)  # fmt: skip
+    with pytest.raises(InvalidInputError, match=r"direction 8 is outside 0\.\.7"):
+        bad = BuildConfig(lora=config.lora, directions=(8,))
+        build_basis_adapters(host, basis, world, out, bad, progress=False)
     assert weights() == after
 
 

@@ -45,7 +45,6 @@ class GenerationEvalConfig:
     prompts: int = 10
     shots: int = 16
     max_new_tokens: int = 64
-    best_of_temperature: float = 0.8
     users_per_batch: int = 4  # users whose requests share one generate_batch call
     seed: int = 0
 
@@ -87,14 +86,14 @@ def _onboard(persona, world: RewardWorld, user, utility, threshold, train_ids, c
     a, b = world.answerable_pairs(train_ids, config.shots, utility, threshold, rng)
     gap = utility[a] - utility[b]
     wins = bt_labels(gap, calibrate_beta(gap), rng)
+    pairs = []
+    for i, j, won in zip(a, b, wins):
+        chosen, rejected = (i, j) if won else (j, i)
+        pairs.append((world.prompts[world.prompt_of[chosen]], world.texts[chosen],
+                      world.texts[rejected]))  # fmt: skip
     ids = {}
     for suffix, with_rules in (("rules", True), ("pairs", False)):
         stored = persona.user(f"sim-{user.user_id}-{suffix}")
-        pairs = []
-        for i, j, won in zip(a, b, wins):
-            chosen, rejected = (i, j) if won else (j, i)
-            pairs.append((world.prompts[world.prompt_of[chosen]], world.texts[chosen],
-                          world.texts[rejected]))  # fmt: skip
         stored.add_pairs(pairs)
         if with_rules:
             for rule in user.oracle_rules():
@@ -104,13 +103,14 @@ def _onboard(persona, world: RewardWorld, user, utility, threshold, train_ids, c
 
 
 def _replies(persona, requests, strength: float, best_of: int, config, seed: int) -> list[str]:
+    """Greedy replies, or best-of-N sampled at the product's own best-of temperature."""
     sampled = best_of > 1
     replies = persona.generate_batch(
         requests,
         strength=strength,
         best_of=best_of,
         max_new_tokens=config.max_new_tokens,
-        temperature=config.best_of_temperature if sampled else 0.0,
+        temperature=None if sampled else 0.0,
         seed=seed if sampled else None,
     )
     return [r.text for r in replies]
