@@ -20,8 +20,10 @@ from persona_sdk.adapters.manifest import (
     model_fingerprint,
     save_peft_folder,
 )
+from persona_sdk.adapters.samples import sample_prompts, sample_world
 from persona_sdk.basis import RewardBasis
 from persona_sdk.errors import AdapterError, InvalidInputError
+from persona_sdk.features import Featurizer, featurizer_hash
 from persona_sdk.models import ModelHost
 from persona_sdk.reward_pool import RewardWorld
 
@@ -76,6 +78,14 @@ def _progress():
     )
 
 
+def _sampled_world(host, basis, world, featurizer, config, out, bar) -> RewardWorld:
+    if featurizer is None or featurizer_hash(featurizer) != basis.featurizer_hash:
+        raise InvalidInputError("samples_per_prompt needs the basis's featurizer to score them")
+    train = [p for p in world.prompts if not is_held_out(p)]
+    prompts = sample_prompts(train, config.sample_prompts, config.dpo.seed)
+    return sample_world(host, featurizer, prompts, config, out, bar)
+
+
 def build_basis_adapters(
     host: ModelHost,
     basis: RewardBasis,
@@ -84,13 +94,16 @@ def build_basis_adapters(
     config: BuildConfig | None = None,
     progress: bool = True,
     retrain: bool = False,
+    featurizer: Featurizer | None = None,
 ) -> AdapterManifest:
     """Train (or resume) every direction's adapter into ``out``; returns the manifest.
 
     ``host`` is trained in place (load it unshared). Finished directions are skipped, and an
     interrupted one resumes from its last checkpoint under ``out/.partial``. ``retrain``
     trains ``config.directions`` again even if finished (the others are kept); each
-    direction's stats record the DPO settings it was trained with.
+    direction's stats record the DPO settings it was trained with. ``config.samples_per_prompt``
+    ranks the base model's own samples (resumable, kept in ``out``) instead of ``world``'s
+    replies; it needs ``featurizer`` (``basis``'s) to score them.
     """
     from peft import get_peft_model
 
@@ -122,13 +135,17 @@ def build_basis_adapters(
             f"{out} holds adapters with LoRA {manifest.lora}, not {config.lora.to_dict()}; "
             "every direction must share one shape (build into a new folder)"
         )
-    rewards = direction_rewards(world, basis)
     peft_model = None
     with _progress() as bar:
         bar.disable = not progress
+        if todo and config.samples_per_prompt:
+            world = _sampled_world(host, basis, world, featurizer, config, out, bar)
+        rewards = direction_rewards(world, basis)
         for k in todo:
             name = f"direction_{k}"
             pairs = direction_pairs(world, rewards, k, config.pairs_per_prompt)
+            if not pairs:
+                raise AdapterError(f"direction {k}: no train prompt has two replies to rank")
             encoded = encode_pairs(host, pairs, config.dpo.max_reply_tokens)
             torch.manual_seed(config.dpo.seed + k)  # the same init when a build resumes
             spec = lora_config(config.lora)
@@ -152,8 +169,8 @@ def build_basis_adapters(
             gap = rewards[:, k]
             stats.update(wall_seconds=round(time.perf_counter() - start, 1),
                          reward_std=float(gap.std()), axis=basis.axes[k].name,
-                         dpo=config.dpo.to_dict(),
-                         pairs_per_prompt=config.pairs_per_prompt)  # fmt: skip
+                         dpo=config.dpo.to_dict(), pairs_per_prompt=config.pairs_per_prompt,
+                         **config.replies_source())  # fmt: skip
             manifest.directions[str(k)] = {"folder": name, "sha256": sha, "stats": stats}
             manifest.save(out)
             shutil.rmtree(out / ".partial" / name, ignore_errors=True)

@@ -54,10 +54,27 @@ class BuildConfig:
     """How ``persona adapters build-basis`` turns a reward basis into adapters.
 
     For each direction k, each train prompt gives ``pairs_per_prompt`` pairs: its i-th
-    highest-r_k reply against its i-th lowest.
+    highest-r_k reply against its i-th lowest. The replies ranked are the pool's, or with
+    ``samples_per_prompt`` > 0 the base model's own samples (on ``sample_prompts`` train
+    prompts; None: all of them).
     """
 
     lora: LoraSpec = field(default_factory=LoraSpec)
     dpo: DPOConfig = field(default_factory=DPOConfig)
     pairs_per_prompt: int = 2
     directions: tuple[int, ...] | None = None  # None: every direction of the basis
+    samples_per_prompt: int = 0
+    sample_prompts: int | None = None
+    sample_temperature: float = 0.8
+    sample_top_p: float = 0.95
+    sample_max_new_tokens: int = 96
+
+    def replies_source(self) -> dict:
+        """What a direction's pairs were ranked from, for its manifest stats."""
+        if not self.samples_per_prompt:
+            return {"replies": "pool"}
+        return {"replies": "base samples", "samples_per_prompt": self.samples_per_prompt,
+                "sample_prompts": self.sample_prompts,
+                "sample_temperature": self.sample_temperature,
+                "sample_top_p": self.sample_top_p,
+                "sample_max_new_tokens": self.sample_max_new_tokens}  # fmt: skip

@@ -42,6 +42,11 @@ def register(app: typer.Typer) -> None:
         pool: Path = typer.Option(None, "--pool", help="Replies to rank (pool JSONL from "
                                   "`python -m persona_sdk.simulate_pool`); default: the "
                                   "shipped pool, sampled from the embedded model."),
+        samples_per_prompt: int = typer.Option(0, help="Rank the base model's own replies "
+                                               "instead of the pool's: this many sampled per "
+                                               "train prompt (cached in the output folder)."),
+        sample_prompts: int = typer.Option(None, help="With --samples-per-prompt: how many "
+                                           "train prompts to sample (default: all)."),
         json_: bool = JsonOption,
     ) -> None:  # fmt: skip
         """Train one LoRA per reward direction for the base model (--model); resumable."""
@@ -61,6 +66,10 @@ def register(app: typer.Typer) -> None:
             pairs_per_prompt=validate_int(pairs_per_prompt, "pairs-per-prompt", low=1,
                                           high=1000),
             directions=tuple(direction) if direction else None,
+            samples_per_prompt=validate_int(samples_per_prompt, "samples-per-prompt", low=0,
+                                            high=64),
+            sample_prompts=None if sample_prompts is None
+            else validate_int(sample_prompts, "sample-prompts", low=1),
         )  # fmt: skip
         if retrain and not direction:
             raise InvalidInputError("--retrain needs --direction (which adapters to retrain)")
@@ -72,7 +81,8 @@ def register(app: typer.Typer) -> None:
             host = load_model(settings.model, settings.device, shared=False)
             target = out or persona.data_dir / BASIS_ADAPTERS_DIR
             manifest = build_basis_adapters(host, basis, world, target, config,
-                                            progress=not json_, retrain=retrain)  # fmt: skip
+                                            progress=not json_, retrain=retrain,
+                                            featurizer=persona.rewards.featurizer)  # fmt: skip
         summary = {
             "path": str(target),
             "base_model": manifest.base_model,

@@ -117,7 +117,7 @@ class PoolEntry:
     source: str
 
 
-def _finish(text: str) -> str:
+def finish_reply(text: str) -> str:
     """Trim a reply cut by the token budget back to its last complete sentence or line;
     '' for a degenerate reply (too short, or one token repeated)."""
     text = text.strip()
@@ -203,9 +203,9 @@ def build_pool(
             lines = []
             for prompt in batch:
                 replies = {
-                    style: _finish(row.text)
+                    style: finish_reply(row.text)
                     for (p, style), row in zip(keys, rows)
-                    if p is prompt and _finish(row.text)
+                    if p is prompt and finish_reply(row.text)
                 }
                 entries = [
                     PoolEntry(prompt.text, prompt.category, text, f"model:{style}")
