@@ -23,7 +23,7 @@ from persona_sdk.adapters.manifest import (
 from persona_sdk.adapters.samples import sample_prompts, sample_world
 from persona_sdk.basis import RewardBasis
 from persona_sdk.errors import AdapterError, InvalidInputError
-from persona_sdk.features import Featurizer, featurizer_hash
+from persona_sdk.features import Featurizer
 from persona_sdk.models import ModelHost
 from persona_sdk.reward_pool import RewardWorld
 
@@ -79,8 +79,11 @@ def _progress():
 
 
 def _sampled_world(host, basis, world, featurizer, config, out, bar) -> RewardWorld:
-    if featurizer is None or featurizer_hash(featurizer) != basis.featurizer_hash:
+    if config.samples_per_prompt < 2:
+        raise InvalidInputError("samples_per_prompt must be 0 (rank the pool) or at least 2")
+    if featurizer is None:
         raise InvalidInputError("samples_per_prompt needs the basis's featurizer to score them")
+    basis.check(featurizer)
     train = [p for p in world.prompts if not is_held_out(p)]
     prompts = sample_prompts(train, config.sample_prompts, config.dpo.seed)
     return sample_world(host, featurizer, prompts, config, out, bar)

@@ -2,8 +2,9 @@
 to each train prompt, so a direction's pairs are texts the base model really writes.
 
 A style-instructed pool spans wider styles, but its best replies under a content direction
-are often ones the base model would never write unprompted, and DPO on them moves greedy
-output less than pairs of the model's own samples (best vs worst of N) do.
+are often ones the base model would never write unprompted. Pairs of the model's own
+samples (best vs worst of N) are the alternative; on the embedded model they did not beat
+the pool for direction 3 (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from persona_sdk.adapters.config import BuildConfig
+from persona_sdk.adapters.manifest import model_fingerprint
 from persona_sdk.config import DEFAULT_SYSTEM_PROMPT
+from persona_sdk.errors import AdapterError
 from persona_sdk.features import Featurizer
 from persona_sdk.models import ModelHost
 from persona_sdk.reward_pool import RewardWorld
@@ -25,7 +28,9 @@ PROMPTS_PER_BATCH = 8
 
 
 def _settings(config: BuildConfig, host: ModelHost) -> dict:
-    return {"model": host.name, "per_prompt": config.samples_per_prompt,
+    """The cache key: samples of another model, prompt or decoding are not reused."""
+    return {"model": host.name, "fingerprint": model_fingerprint(host.model),
+            "system_prompt": DEFAULT_SYSTEM_PROMPT, "per_prompt": config.samples_per_prompt,
             "temperature": config.sample_temperature, "top_p": config.sample_top_p,
             "max_new_tokens": config.sample_max_new_tokens}  # fmt: skip
 
@@ -90,11 +95,14 @@ def sample_world(
             for j, prompt in enumerate(batch):
                 texts = [finish_reply(r.text) for r in rows[j * n : (j + 1) * n]]
                 done[prompt] = list(dict.fromkeys(t for t in texts if t))
-                lines.append(json.dumps({"prompt": prompt, "replies": done[prompt],
-                                         "settings": settings}, ensure_ascii=False))  # fmt: skip
+                row = {"prompt": prompt, "replies": done[prompt], "settings": settings}
+                lines.append(json.dumps(row))  # ASCII, so a cut line stays decodable
             handle.write("".join(line + "\n" for line in lines))
             handle.flush()
             if task is not None:
                 progress.advance(task, len(batch))
+    if not any(len(done[p]) >= 2 for p in prompts):
+        raise AdapterError("no prompt got two distinct usable samples: raise the temperature "
+                           "or sample_max_new_tokens")  # fmt: skip
     entries = [PoolEntry(p, "", text, "base-sample") for p in prompts for text in done[p]]
     return RewardWorld.build(featurizer, entries)

@@ -40,7 +40,8 @@ def register(app: typer.Typer) -> None:
         retrain: bool = typer.Option(False, help="Train the --direction adapters again even "
                                      "if finished; the other directions are kept."),
         pool: Path = typer.Option(None, "--pool", help="Replies to rank (pool JSONL from "
-                                  "`python -m persona_sdk.simulate_pool`); default: the "
+                                  "`python -m persona_sdk.simulate_pool`; with "
+                                  "--samples-per-prompt, only its prompts); default: the "
                                   "shipped pool, sampled from the embedded model."),
         samples_per_prompt: int = typer.Option(0, help="Rank the base model's own replies "
                                                "instead of the pool's: this many sampled per "
@@ -73,6 +74,10 @@ def register(app: typer.Typer) -> None:
         )  # fmt: skip
         if retrain and not direction:
             raise InvalidInputError("--retrain needs --direction (which adapters to retrain)")
+        if samples_per_prompt == 1:
+            raise InvalidInputError("--samples-per-prompt must be 0 (rank the pool) or at least 2")
+        if sample_prompts is not None and not samples_per_prompt:
+            raise InvalidInputError("--sample-prompts needs --samples-per-prompt")
         settings = ctx.obj
         with open_persona(ctx) as persona:
             basis = persona.rewards.basis

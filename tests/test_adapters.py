@@ -69,6 +69,13 @@ def test_retrain_replaces_only_the_named_directions(built, tiny_model_dir, world
 def test_cli_retrain_checks_and_eval_adapters(adapter_cli, tmp_path):
     assert_error(adapter_cli("adapters", "build-basis", "--retrain"), "--direction")
     assert_error(adapter_cli("adapters", "build-basis", "--direction", "8"), "outside 0..7")
+    for args, needle in (
+        (["--samples-per-prompt", "-1"], "samples-per-prompt"),
+        (["--samples-per-prompt", "1"], "at least 2"),
+        (["--samples-per-prompt", "2", "--sample-prompts", "0"], "sample-prompts"),
+        (["--sample-prompts", "3"], "needs --samples-per-prompt"),
+    ):
+        assert_error(adapter_cli("adapters", "build-basis", *args), needle)
     short = ["--direction-prompts", "2", "--max-new-tokens", "3"]
     only = adapter_cli.json("eval", "adapters", "--users", "0", "--direction", "1", *short)
     assert [d["direction"] for d in only["directions"]] == [1] and only["users"] == []
@@ -364,50 +371,3 @@ def test_batch_mixes_users_and_strengths(tp):
     assert replies[0].reward != replies[1].reward
     with pytest.raises(InvalidInputError, match="one per request"):
         tp.generate_batch([("kim", "hello")], strength=[1.0, 1.0])
-
-
-def test_on_policy_build_samples_once_and_records_it(
-    built, tiny_model_dir, world, embedder, tmp_path
-):
-    import shutil
-
-    from persona_sdk.adapters.samples import SAMPLES_FILE
-    from persona_sdk.basis import RewardBasis, default_basis_path
-    from persona_sdk.features import EmbeddingStyleFeaturizer
-
-    out = tmp_path / "adapters"
-    shutil.copytree(built[0], out)
-    host = load_model(str(tiny_model_dir), device="cpu", shared=False)
-    basis = RewardBasis.load(default_basis_path())
-    dpo = DPOConfig(steps=2, batch_pairs=2, learning_rate=0.05)
-    config = BuildConfig(
-        lora=LoraSpec(rank=2, alpha=4.0),
-        dpo=dpo,
-        directions=(2,),
-        samples_per_prompt=3,
-        sample_prompts=4,
-        sample_max_new_tokens=24,
-    )
-    with pytest.raises(InvalidInputError, match="featurizer"):
-        build_basis_adapters(host, basis, world, out, config, progress=False, retrain=True)
-    featurizer = EmbeddingStyleFeaturizer(embedder)
-    manifest = build_basis_adapters(host, basis, world, out, config, progress=False,
-                                    retrain=True, featurizer=featurizer)  # fmt: skip
-    rows = [json.loads(line) for line in (out / SAMPLES_FILE).read_text().splitlines()]
-    train = [p for p in world.prompts if not is_held_out(p)]
-    assert len(rows) == min(4, len(train)) and {r["prompt"] for r in rows} <= set(train)
-    assert all(r["settings"]["per_prompt"] == 3 and len(r["replies"]) <= 3 for r in rows)
-    stats = manifest.directions["2"]["stats"]
-    assert stats["replies"] == "base samples" and stats["samples_per_prompt"] == 3
-    assert manifest.directions["1"]["stats"].get("replies", "pool") == "pool"
-    # a second direction reuses the samples; a prompt whose line a kill cut is sampled again
-    lines = (out / SAMPLES_FILE).read_text().splitlines()
-    kept = "".join(line + "\n" for line in lines[:-1])
-    (out / SAMPLES_FILE).write_text(kept + lines[-1][:40])
-    again = BuildConfig(**{**config.__dict__, "directions": (5,)})
-    host = load_model(str(tiny_model_dir), device="cpu", shared=False)  # the last one has LoRA
-    build_basis_adapters(host, basis, world, out, again, progress=False, retrain=True,
-                         featurizer=featurizer)  # fmt: skip
-    text = (out / SAMPLES_FILE).read_text().splitlines()
-    assert text[: len(lines) - 1] == lines[:-1] and text[-2] == lines[-1][:40]
-    assert json.loads(text[-1])["prompt"] == rows[-1]["prompt"]
