@@ -79,8 +79,6 @@ def _progress():
 
 
 def _sampled_world(host, basis, world, featurizer, config, out, bar) -> RewardWorld:
-    if config.samples_per_prompt < 2:
-        raise InvalidInputError("samples_per_prompt must be 0 (rank the pool) or at least 2")
     if featurizer is None:
         raise InvalidInputError("samples_per_prompt needs the basis's featurizer to score them")
     basis.check(featurizer)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from persona_sdk.errors import InvalidInputError
+
 
 @dataclass
 class LoraSpec:
@@ -68,6 +70,12 @@ class BuildConfig:
     sample_temperature: float = 0.8
     sample_top_p: float = 0.95
     sample_max_new_tokens: int = 96
+
+    def __post_init__(self) -> None:
+        if self.samples_per_prompt == 1 or self.samples_per_prompt < 0:
+            raise InvalidInputError(
+                "samples_per_prompt must be 0 (rank the pool) or at least 2 (to make a pair)"
+            )
 
     def replies_source(self) -> dict:
         """What a direction's pairs were ranked from, for its manifest stats."""

@@ -37,6 +37,15 @@ class PreferencePair:
 Encoded = tuple[list[int], list[int], list[int]]  # prompt ids, chosen ids, rejected ids
 
 
+def prompt_ids(
+    host: ModelHost, prompt: str, system_prompt: str = DEFAULT_SYSTEM_PROMPT
+) -> list[int]:
+    """A single-turn request under the chat template: the context adapters are trained,
+    sampled and evaluated in."""
+    return host.chat_ids([{"role": "system", "content": system_prompt},
+                          {"role": "user", "content": prompt}])  # fmt: skip
+
+
 def encode_pairs(
     host: ModelHost,
     pairs: Sequence[PreferencePair],
@@ -49,11 +58,7 @@ def encode_pairs(
     end = host.stop_token_ids[:1] or [tokenizer.eos_token_id]
     encoded = []
     for pair in pairs:
-        messages = [
-            {"role": "system", "content": system_prompt},
-            {"role": "user", "content": pair.prompt},
-        ]
-        prompt = host.chat_ids(messages)
+        prompt = prompt_ids(host, pair.prompt, system_prompt)
         replies = [
             tokenizer(text, add_special_tokens=False)["input_ids"][:max_reply_tokens] + end
             for text in (pair.chosen, pair.rejected)

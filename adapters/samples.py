@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from persona_sdk.adapters.config import BuildConfig
+from persona_sdk.adapters.dpo import prompt_ids
 from persona_sdk.adapters.manifest import model_fingerprint
 from persona_sdk.config import DEFAULT_SYSTEM_PROMPT
 from persona_sdk.errors import AdapterError
@@ -82,8 +83,7 @@ def sample_world(
             handle.write("\n")  # a line cut by a kill stays on its own and is ignored
         for start in range(0, len(todo), PROMPTS_PER_BATCH):
             batch = todo[start : start + PROMPTS_PER_BATCH]
-            ids = [host.chat_ids([{"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
-                                  {"role": "user", "content": p}]) for p in batch]  # fmt: skip
+            ids = [prompt_ids(host, p) for p in batch]
             params = SamplingParams(
                 config.sample_max_new_tokens,
                 config.sample_temperature,

@@ -74,8 +74,6 @@ def register(app: typer.Typer) -> None:
         )  # fmt: skip
         if retrain and not direction:
             raise InvalidInputError("--retrain needs --direction (which adapters to retrain)")
-        if samples_per_prompt == 1:
-            raise InvalidInputError("--samples-per-prompt must be 0 (rank the pool) or at least 2")
         if sample_prompts is not None and not samples_per_prompt:
             raise InvalidInputError("--sample-prompts needs --samples-per-prompt")
         settings = ctx.obj

@@ -10,6 +10,7 @@ import numpy as np
 
 from persona_sdk.adapters.build import is_held_out
 from persona_sdk.adapters.combine import coefficients
+from persona_sdk.adapters.dpo import prompt_ids
 from persona_sdk.adapters.serving import Slot
 from persona_sdk.errors import InvalidInputError
 from persona_sdk.generation import BatchGeneration, SamplingParams
@@ -62,9 +63,7 @@ def ci95(values: np.ndarray) -> float:
 def generate_replies(persona, prompts: list[str], config: AdapterEvalConfig, name=None):
     """Greedy replies to ``prompts`` with adapter ``name`` (``None``: the base model)."""
     host = persona.host
-    system = persona.generation.system_prompt
-    ids = [host.chat_ids([{"role": "system", "content": system},
-                          {"role": "user", "content": p}]) for p in prompts]  # fmt: skip
+    ids = [prompt_ids(host, p, persona.generation.system_prompt) for p in prompts]
     params = SamplingParams(max_new_tokens=config.max_new_tokens)
     replies = []
     with persona.adapters.server.active(name):
