@@ -8,6 +8,7 @@ adapter would be a reward model, not a policy, and strength 1 must be a fluent p
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -104,6 +105,15 @@ def _schedule(n_pairs: int, config: DPOConfig) -> np.ndarray:
     return order[:need].reshape(config.steps, config.batch_pairs)
 
 
+def run_fingerprint(encoded: Sequence[Encoded], config: DPOConfig) -> str:
+    """What a checkpoint was trained on: the pairs and every setting but the step counts, so a
+    run resumes only its own checkpoint (``steps`` may grow: the schedule's prefix is fixed)."""
+    settings = {k: v for k, v in config.to_dict().items() if k not in ("steps", "checkpoint_every")}
+    digest = hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=16)
+    digest.update(json.dumps(list(encoded)).encode())
+    return digest.hexdigest()
+
+
 def _save_checkpoint(path: Path, params: dict, optimizer, state: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -113,6 +123,14 @@ def _save_checkpoint(path: Path, params: dict, optimizer, state: dict) -> None:
     (tmp / "state.json").write_text(json.dumps(state))
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
+
+
+def _resumable(checkpoint: Path, fingerprint: str) -> bool:
+    try:
+        state = json.loads((checkpoint / "state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return state.get("fingerprint") == fingerprint
 
 
 def train_dpo(
@@ -127,7 +145,8 @@ def train_dpo(
     """Train the active adapter of peft ``model`` on ``encoded`` pairs; returns statistics.
 
     ``checkpoint`` (a folder) makes the run resumable: it is written every
-    ``config.checkpoint_every`` steps and read back on start.
+    ``config.checkpoint_every`` steps and read back on start, unless it was trained on other
+    pairs or settings (a changed command), in which case training starts over.
     """
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if not params:
@@ -135,8 +154,10 @@ def train_dpo(
     optimizer = torch.optim.AdamW(
         params.values(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
-    state = {"step": 0, "losses": [], "margins": [], "accuracies": [], "seconds": 0.0}
-    if checkpoint is not None and (checkpoint / "state.json").exists():
+    fingerprint = run_fingerprint(encoded, config)
+    state = {"step": 0, "losses": [], "margins": [], "accuracies": [], "seconds": 0.0,
+             "fingerprint": fingerprint}  # fmt: skip
+    if checkpoint is not None and _resumable(checkpoint, fingerprint):
         saved = torch.load(checkpoint / "adapter.pt")
         with torch.no_grad():
             for name, value in saved.items():

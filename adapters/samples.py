@@ -10,6 +10,7 @@ the pool for direction 3 (benchmarks/RESULTS.md).
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,15 @@ def _cached(path: Path, settings: dict) -> dict[str, list[str]]:
     return done
 
 
+def _ends_with_newline(path: Path) -> bool:
+    """True for an empty file or one whose last write finished its line."""
+    with path.open("rb") as f:
+        if f.seek(0, 2) == 0:
+            return True
+        f.seek(-1, 2)
+        return f.read(1) == b"\n"
+
+
 def sample_prompts(prompts: list[str], limit: int | None, seed: int) -> list[str]:
     """The train prompts to sample, in a seeded order so a resumed build picks the same."""
     order = np.random.default_rng(seed).permutation(len(prompts))
@@ -79,7 +89,7 @@ def sample_world(
                                  completed=len(prompts) - len(todo))  # fmt: skip
     n = config.samples_per_prompt
     with path.open("a", encoding="utf-8") as handle:
-        if path.stat().st_size and not path.read_bytes().endswith(b"\n"):
+        if not _ends_with_newline(path):
             handle.write("\n")  # a line cut by a kill stays on its own and is ignored
         for start in range(0, len(todo), PROMPTS_PER_BATCH):
             batch = todo[start : start + PROMPTS_PER_BATCH]
@@ -88,7 +98,7 @@ def sample_world(
                 config.sample_max_new_tokens,
                 config.sample_temperature,
                 config.sample_top_p,
-                seed=config.dpo.seed + len(done),
+                seed=config.dpo.seed + zlib.crc32("\n".join(batch).encode()),
             )
             rows = BatchGeneration(host, [i for i in ids for _ in range(n)], params).run()
             lines = []
