@@ -198,12 +198,15 @@ def register(app: typer.Typer) -> None:
             return
         summary = result.to_dict()
         table = Table(title="basis adapters: own-direction reward vs the base (held-out)")
-        for column in ("direction", "axis", "base mean", "adapter mean", "effect (base SDs)"):
+        for column in ("direction", "axis", "base mean", "adapter mean", "effect (base SDs)",
+                       "on-topic base→adapter", "repeated 3-grams base→adapter"):  # fmt: skip
             table.add_column(column, justify="right")
         for d in result.directions:
             table.add_row(str(d["direction"]), d["axis"], f"{d['base_mean']:.3f}",
                           f"{d['adapter_mean']:.3f}",
-                          f"{d['effect_sd']:+.2f} ± {d['ci95_sd']:.2f}")  # fmt: skip
+                          f"{d['effect_sd']:+.2f} ± {d['ci95_sd']:.2f}",
+                          f"{d['on_topic_base']:.2f}→{d['on_topic_adapter']:.2f}",
+                          f"{d['repeated_base']:.0%}→{d['repeated_adapter']:.0%}")  # fmt: skip
         console.print(table)
         table = Table(title="user adapters: true utility gain over the base, ±95% CI")
         for column in ("user", "cares most about", "base", "adapter", "gain"):

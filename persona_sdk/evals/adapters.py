@@ -60,6 +60,22 @@ def ci95(values: np.ndarray) -> float:
     return float(1.96 * values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
 
 
+def repeated_trigram_share(text: str) -> float:
+    """Share of a reply's word trigrams that already occurred in it: 0 for fresh text, near 1
+    for a loop. Reward hacking by a degenerate adapter shows up here first."""
+    words = text.lower().split()
+    grams = list(zip(words, words[1:], words[2:]))
+    return 1 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def reply_quality(persona, prompts: list[str], replies: list[str]) -> tuple[np.ndarray, ...]:
+    """Per reply: cosine similarity to its prompt (does it stay on the request?) and
+    :func:`repeated_trigram_share`."""
+    embedder = persona.embedder
+    on_topic = np.einsum("ij,ij->i", embedder.encode(prompts), embedder.encode(replies))
+    return on_topic, np.array([repeated_trigram_share(r) for r in replies])
+
+
 def generate_replies(persona, prompts: list[str], config: AdapterEvalConfig, name=None):
     """Greedy replies to ``prompts`` with adapter ``name`` (``None``: the base model)."""
     host = persona.host
@@ -112,7 +128,9 @@ def run_adapter_eval(persona, config: AdapterEvalConfig, progress=None) -> Adapt
     base = generate_replies(persona, prompts, config)
     step()
     base_r = basis.project(featurizer.features(prompts, base))
+    base_topic, base_loops = reply_quality(persona, prompts, base)
     dir_prompts = prompts[: config.direction_prompts]
+    n_dir = len(dir_prompts)
     for k in directions:
         replies = generate_replies(
             persona,
@@ -121,12 +139,17 @@ def run_adapter_eval(persona, config: AdapterEvalConfig, progress=None) -> Adapt
             _coefficient_adapter(persona, f"d{k}", np.eye(basis.rank)[k]),
         )
         r = basis.project(featurizer.features(dir_prompts, replies))[:, k]
-        b = base_r[: len(dir_prompts), k]
+        b = base_r[:n_dir, k]
         sd = float(b.std(ddof=1)) or 1.0
+        topic, loops = reply_quality(persona, dir_prompts, replies)
         result.directions.append({
             "direction": k, "axis": basis.axes[k].name, "base_mean": float(b.mean()),
             "adapter_mean": float(r.mean()), "base_sd": sd,
             "effect_sd": float((r.mean() - b.mean()) / sd), "ci95_sd": ci95(r - b) / sd,
+            "on_topic_base": float(base_topic[:n_dir].mean()),
+            "on_topic_adapter": float(topic.mean()),
+            "repeated_base": float(base_loops[:n_dir].mean()),
+            "repeated_adapter": float(loops.mean()),
         })  # fmt: skip
         step()
     if not config.users:
@@ -146,11 +169,16 @@ def run_adapter_eval(persona, config: AdapterEvalConfig, progress=None) -> Adapt
         replies = generate_replies(persona, user_prompts, config, name)
         attrs = np.stack([attribute_vector(t, p) for t, p in zip(replies, user_prompts)])
         diff = attrs @ user.weights - base_attrs @ user.weights
+        topic, loops = reply_quality(persona, user_prompts, replies)
         result.users.append({
             "user": u, "top": [n for n, _ in user.top_attributes(2)],
             "base_utility": float((base_attrs @ user.weights).mean()),
             "adapter_utility": float((attrs @ user.weights).mean()),
             "gain": float(diff.mean()), "ci95": ci95(diff),
+            "on_topic_base": float(base_topic[: config.prompts].mean()),
+            "on_topic_adapter": float(topic.mean()),
+            "repeated_base": float(base_loops[: config.prompts].mean()),
+            "repeated_adapter": float(loops.mean()),
         })  # fmt: skip
         step()
         persona.adapters.server.drop_user(EVAL_KEY)
