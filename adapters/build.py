@@ -161,6 +161,7 @@ def build_basis_adapters(
             stats = train_dpo(
                 peft_model, host, encoded, config.dpo, out / ".partial" / name, bar,
                 f"direction {k} ({basis.axes[k].name})",
+                context={"base": fingerprint, "lora": config.lora.to_dict()},
             )  # fmt: skip
             from peft import get_peft_model_state_dict
 

@@ -105,11 +105,16 @@ def _schedule(n_pairs: int, config: DPOConfig) -> np.ndarray:
     return order[:need].reshape(config.steps, config.batch_pairs)
 
 
-def run_fingerprint(encoded: Sequence[Encoded], config: DPOConfig) -> str:
-    """What a checkpoint was trained on: the pairs and every setting but the step counts, so a
-    run resumes only its own checkpoint (``steps`` may grow: the schedule's prefix is fixed)."""
+def run_fingerprint(
+    encoded: Sequence[Encoded], config: DPOConfig, params: dict, context: dict | None = None
+) -> str:
+    """What a checkpoint was trained on: the pairs, every setting but the step counts, the
+    adapter's parameter shapes and ``context`` (base model, LoRA spec), so a run resumes only
+    its own checkpoint (``steps`` may grow: the schedule's prefix is fixed)."""
     settings = {k: v for k, v in config.to_dict().items() if k not in ("steps", "checkpoint_every")}
-    digest = hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=16)
+    shapes = {name: list(p.shape) for name, p in params.items()}
+    key = json.dumps([settings, shapes, context or {}], sort_keys=True, default=str)
+    digest = hashlib.blake2b(key.encode(), digest_size=16)
     digest.update(json.dumps(list(encoded)).encode())
     return digest.hexdigest()
 
@@ -125,12 +130,30 @@ def _save_checkpoint(path: Path, params: dict, optimizer, state: dict) -> None:
     os.replace(tmp, path)
 
 
-def _resumable(checkpoint: Path, fingerprint: str) -> bool:
+def _fresh_state(fingerprint: str) -> dict:
+    return {"step": 0, "losses": [], "margins": [], "accuracies": [], "seconds": 0.0,
+            "fingerprint": fingerprint}  # fmt: skip
+
+
+def _resume(checkpoint: Path, fingerprint: str, steps: int, params: dict, optimizer) -> dict:
+    """The checkpoint's state after loading its weights and optimizer, or a fresh state when
+    it belongs to another run, is past ``steps`` or cannot be read (training starts over)."""
+    fresh = _fresh_state(fingerprint)
     try:
         state = json.loads((checkpoint / "state.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return state.get("fingerprint") == fingerprint
+        if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
+            return fresh
+        if not 0 <= state["step"] <= steps:
+            return fresh
+        saved = torch.load(checkpoint / "adapter.pt")
+        optimizer_state = torch.load(checkpoint / "optimizer.pt")
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError):
+        return fresh
+    with torch.no_grad():
+        for name, value in saved.items():
+            params[name].copy_(value)
+    optimizer.load_state_dict(optimizer_state)
+    return state
 
 
 def train_dpo(
@@ -141,12 +164,14 @@ def train_dpo(
     checkpoint: Path | None = None,
     progress=None,
     description: str = "DPO",
+    context: dict | None = None,
 ) -> dict:
     """Train the active adapter of peft ``model`` on ``encoded`` pairs; returns statistics.
 
     ``checkpoint`` (a folder) makes the run resumable: it is written every
     ``config.checkpoint_every`` steps and read back on start, unless it was trained on other
-    pairs or settings (a changed command), in which case training starts over.
+    pairs, settings, adapter shapes or ``context`` (a changed command), or is past
+    ``config.steps``, in which case training starts over.
     """
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if not params:
@@ -154,16 +179,10 @@ def train_dpo(
     optimizer = torch.optim.AdamW(
         params.values(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
-    fingerprint = run_fingerprint(encoded, config)
-    state = {"step": 0, "losses": [], "margins": [], "accuracies": [], "seconds": 0.0,
-             "fingerprint": fingerprint}  # fmt: skip
-    if checkpoint is not None and _resumable(checkpoint, fingerprint):
-        saved = torch.load(checkpoint / "adapter.pt")
-        with torch.no_grad():
-            for name, value in saved.items():
-                params[name].copy_(value)
-        optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt"))
-        state = json.loads((checkpoint / "state.json").read_text())
+    fingerprint = run_fingerprint(encoded, config, params, context)
+    state = _fresh_state(fingerprint)
+    if checkpoint is not None:
+        state = _resume(checkpoint, fingerprint, config.steps, params, optimizer)
     schedule = _schedule(len(encoded), config)
     pad = host.tokenizer.pad_token_id
     task = None

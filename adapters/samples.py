@@ -98,6 +98,8 @@ def sample_world(
                 config.sample_max_new_tokens,
                 config.sample_temperature,
                 config.sample_top_p,
+                # a batch's seed follows its prompts: a run resumed at a batch boundary
+                # samples what an uninterrupted one would have
                 seed=config.dpo.seed + zlib.crc32("\n".join(batch).encode()),
             )
             rows = BatchGeneration(host, [i for i in ids for _ in range(n)], params).run()

@@ -16,6 +16,16 @@ from persona_sdk.validation import validate_int, validate_number
 COLUMNS = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
 
 
+QUALITY_COLUMNS = ("on-topic", "repeated 3-grams", "words")  # each as base→adapter
+
+
+def _quality(row: dict) -> tuple[str, ...]:
+    """The reward-hacking guards of an ``eval adapters`` row, base→adapter."""
+    return (f"{row['on_topic_base']:.2f}→{row['on_topic_adapter']:.2f}",
+            f"{row['repeated_base']:.0%}→{row['repeated_adapter']:.0%}",
+            f"{row['words_base']:.0f}→{row['words_adapter']:.0f}")  # fmt: skip
+
+
 def parse_shots(text: str) -> tuple[int, ...]:
     """``"1,2,4"`` → ``(1, 2, 4)``; each between 1 and 256."""
     try:
@@ -199,22 +209,20 @@ def register(app: typer.Typer) -> None:
         summary = result.to_dict()
         table = Table(title="basis adapters: own-direction reward vs the base (held-out)")
         for column in ("direction", "axis", "base mean", "adapter mean", "effect (base SDs)",
-                       "on-topic base→adapter", "repeated 3-grams base→adapter"):  # fmt: skip
+                       *QUALITY_COLUMNS):  # fmt: skip
             table.add_column(column, justify="right")
         for d in result.directions:
             table.add_row(str(d["direction"]), d["axis"], f"{d['base_mean']:.3f}",
                           f"{d['adapter_mean']:.3f}",
-                          f"{d['effect_sd']:+.2f} ± {d['ci95_sd']:.2f}",
-                          f"{d['on_topic_base']:.2f}→{d['on_topic_adapter']:.2f}",
-                          f"{d['repeated_base']:.0%}→{d['repeated_adapter']:.0%}")  # fmt: skip
+                          f"{d['effect_sd']:+.2f} ± {d['ci95_sd']:.2f}", *_quality(d))  # fmt: skip
         console.print(table)
         table = Table(title="user adapters: true utility gain over the base, ±95% CI")
-        for column in ("user", "cares most about", "base", "adapter", "gain"):
+        for column in ("user", "cares most about", "base", "adapter", "gain", *QUALITY_COLUMNS):
             table.add_column(column, justify="right")
         for u in result.users:
             gain = f"{u['gain']:+.3f} ± {u['ci95']:.3f}"
             table.add_row(str(u["user"]), ", ".join(u["top"]), f"{u['base_utility']:.3f}",
-                          f"{u['adapter_utility']:.3f}", gain)  # fmt: skip
+                          f"{u['adapter_utility']:.3f}", gain, *_quality(u))  # fmt: skip
         console.print(table)
         console.print(
             f"{summary['directions_passing']}/{len(result.directions)} directions raise their "

@@ -85,19 +85,12 @@ def test_cli_retrain_checks_and_eval_adapters(adapter_cli, tmp_path):
     assert len(full["directions"]) == 8 and len(full["users"]) == 2
     assert all(np.isfinite(u["gain"]) for u in full["users"])
     for row in full["directions"] + full["users"]:  # reward-hacking guards, both sides
-        assert -1 <= row["on_topic_base"] <= 1 and -1 <= row["on_topic_adapter"] <= 1
-        assert 0 <= row["repeated_base"] <= 1 and 0 <= row["repeated_adapter"] <= 1
+        assert {f"{m}_{side}" for m in ("on_topic", "repeated", "words")
+                for side in ("base", "adapter")} <= row.keys()  # fmt: skip
+        assert all(np.isfinite(v) for k, v in row.items() if k.startswith(("on_topic", "words")))
     assert plot.read_bytes()[:4] == b"\x89PNG"
     bad = adapter_cli("eval", "adapters", "--users", "0", "--direction", "8", *short)
     assert_error(bad, "directions must be between 0 and 7")
-
-
-def test_repeated_trigram_share_spots_loops():
-    from persona_sdk.evals.adapters import repeated_trigram_share
-
-    assert repeated_trigram_share("the cat sat on the mat") == 0
-    assert repeated_trigram_share("I can help. " * 4) == pytest.approx(1 - 3 / 10)
-    assert repeated_trigram_share("too short") == 0
 
 
 def test_direction_pairs_rank_by_reward_and_skip_held_out(world):

@@ -68,12 +68,21 @@ def repeated_trigram_share(text: str) -> float:
     return 1 - len(set(grams)) / len(grams) if grams else 0.0
 
 
-def reply_quality(persona, prompts: list[str], replies: list[str]) -> tuple[np.ndarray, ...]:
-    """Per reply: cosine similarity to its prompt (does it stay on the request?) and
-    :func:`repeated_trigram_share`."""
-    embedder = persona.embedder
-    on_topic = np.einsum("ij,ij->i", embedder.encode(prompts), embedder.encode(replies))
-    return on_topic, np.array([repeated_trigram_share(r) for r in replies])
+def reply_quality(encode, prompts: list[str], replies: list[str]) -> dict[str, np.ndarray]:
+    """Per reply: cosine similarity to its prompt under ``encode`` (unit vectors; 0 for an
+    empty reply), :func:`repeated_trigram_share` and its length in words. An adapter that
+    raises its reward by drifting off the request, looping or falling silent shows here."""
+    on_topic = np.einsum("ij,ij->i", encode(prompts), encode(replies))
+    words = np.array([len(r.split()) for r in replies])
+    return {"on_topic": np.where(words > 0, on_topic, 0.0),
+            "repeated": np.array([repeated_trigram_share(r) for r in replies]),
+            "words": words.astype(float)}  # fmt: skip
+
+
+def quality_fields(base: dict[str, np.ndarray], adapter: dict[str, np.ndarray]) -> dict:
+    """Means of :func:`reply_quality` for the base and the adapter, as flat JSON fields."""
+    sides = (("base", base), ("adapter", adapter))
+    return {f"{name}_{side}": float(v[name].mean()) for side, v in sides for name in v}
 
 
 def generate_replies(persona, prompts: list[str], config: AdapterEvalConfig, name=None):
@@ -128,7 +137,13 @@ def run_adapter_eval(persona, config: AdapterEvalConfig, progress=None) -> Adapt
     base = generate_replies(persona, prompts, config)
     step()
     base_r = basis.project(featurizer.features(prompts, base))
-    base_topic, base_loops = reply_quality(persona, prompts, base)
+    cache = getattr(featurizer, "cache", None)  # the featurizer's embeddings, when it has them
+    encode = cache.encode if cache is not None else persona.embedder.encode
+    base_quality = reply_quality(encode, prompts, base)
+
+    def base_part(n: int) -> dict[str, np.ndarray]:
+        return {name: values[:n] for name, values in base_quality.items()}
+
     dir_prompts = prompts[: config.direction_prompts]
     n_dir = len(dir_prompts)
     for k in directions:
@@ -141,15 +156,12 @@ def run_adapter_eval(persona, config: AdapterEvalConfig, progress=None) -> Adapt
         r = basis.project(featurizer.features(dir_prompts, replies))[:, k]
         b = base_r[:n_dir, k]
         sd = float(b.std(ddof=1)) or 1.0
-        topic, loops = reply_quality(persona, dir_prompts, replies)
+        quality = reply_quality(encode, dir_prompts, replies)
         result.directions.append({
             "direction": k, "axis": basis.axes[k].name, "base_mean": float(b.mean()),
             "adapter_mean": float(r.mean()), "base_sd": sd,
             "effect_sd": float((r.mean() - b.mean()) / sd), "ci95_sd": ci95(r - b) / sd,
-            "on_topic_base": float(base_topic[:n_dir].mean()),
-            "on_topic_adapter": float(topic.mean()),
-            "repeated_base": float(base_loops[:n_dir].mean()),
-            "repeated_adapter": float(loops.mean()),
+            **quality_fields(base_part(n_dir), quality),
         })  # fmt: skip
         step()
     if not config.users:
@@ -169,16 +181,13 @@ def run_adapter_eval(persona, config: AdapterEvalConfig, progress=None) -> Adapt
         replies = generate_replies(persona, user_prompts, config, name)
         attrs = np.stack([attribute_vector(t, p) for t, p in zip(replies, user_prompts)])
         diff = attrs @ user.weights - base_attrs @ user.weights
-        topic, loops = reply_quality(persona, user_prompts, replies)
+        quality = reply_quality(encode, user_prompts, replies)
         result.users.append({
             "user": u, "top": [n for n, _ in user.top_attributes(2)],
             "base_utility": float((base_attrs @ user.weights).mean()),
             "adapter_utility": float((attrs @ user.weights).mean()),
             "gain": float(diff.mean()), "ci95": ci95(diff),
-            "on_topic_base": float(base_topic[: config.prompts].mean()),
-            "on_topic_adapter": float(topic.mean()),
-            "repeated_base": float(base_loops[: config.prompts].mean()),
-            "repeated_adapter": float(loops.mean()),
+            **quality_fields(base_part(config.prompts), quality),
         })  # fmt: skip
         step()
         persona.adapters.server.drop_user(EVAL_KEY)
