@@ -99,6 +99,7 @@ def plot_adapter_eval(result, path: str | Path) -> Path:
     title = f"generated user adapters: {result.share_improved:.0%} of users gain"
     right.set(xlabel="simulated unseen user (sorted)", ylabel="true utility gain over base",
               title=title)  # fmt: skip
+    right.xaxis.set_major_locator(MaxNLocator(integer=True))
     for axis in (left, right):
         axis.grid(alpha=0.3)
     return _save(figure, path)
