@@ -41,9 +41,16 @@ def direction_rewards(world: RewardWorld, basis: RewardBasis) -> np.ndarray:
 
 
 def direction_pairs(
-    world: RewardWorld, rewards: np.ndarray, k: int, pairs_per_prompt: int
+    world: RewardWorld,
+    rewards: np.ndarray,
+    k: int,
+    pairs_per_prompt: int,
+    contrast: bool = False,
+    seed: int = 0,
 ) -> list[PreferencePair]:
-    """Per train prompt, its i-th best reply under ``r_k`` against its i-th worst."""
+    """Per train prompt, its i-th best reply under ``r_k`` against its i-th worst; with
+    ``contrast``, also its best reply against the best reply to another (seeded, random)
+    train prompt, so a reply that scores by ignoring the request loses."""
     train = np.array([i for i, p in enumerate(world.prompts) if not is_held_out(p)])
     pairs = []
     for prompt_id, replies in zip(train, world.replies_of(train)):
@@ -56,6 +63,21 @@ def direction_pairs(
                 pairs.append(
                     PreferencePair(world.prompts[prompt_id], world.texts[best], world.texts[worst])
                 )
+    return pairs + (_contrast_pairs(world, rewards[:, k], train, seed) if contrast else [])
+
+
+def _contrast_pairs(world, reward, train, seed: int) -> list[PreferencePair]:
+    best = {p: g[np.argmax(reward[g])] for p, g in zip(train, world.replies_of(train)) if len(g)}
+    prompts = list(best)
+    if len(prompts) < 2:
+        return []
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for i, p in enumerate(prompts):
+        other = prompts[(i + 1 + rng.integers(len(prompts) - 1)) % len(prompts)]  # never p
+        pairs.append(
+            PreferencePair(world.prompts[p], world.texts[best[p]], world.texts[best[other]])
+        )
     return pairs
 
 
@@ -144,7 +166,8 @@ def build_basis_adapters(
         rewards = direction_rewards(world, basis)
         for k in todo:
             name = f"direction_{k}"
-            pairs = direction_pairs(world, rewards, k, config.pairs_per_prompt)
+            pairs = direction_pairs(world, rewards, k, config.pairs_per_prompt,
+                                    config.contrast_pairs, config.dpo.seed)  # fmt: skip
             if not pairs:
                 raise AdapterError(f"direction {k}: no train prompt has two replies to rank")
             encoded = encode_pairs(host, pairs, config.dpo.max_reply_tokens)
@@ -172,6 +195,7 @@ def build_basis_adapters(
             stats.update(wall_seconds=round(time.perf_counter() - start, 1),
                          reward_std=float(gap.std()), axis=basis.axes[k].name,
                          dpo=config.dpo.to_dict(), pairs_per_prompt=config.pairs_per_prompt,
+                         contrast_pairs=config.contrast_pairs,
                          **config.replies_source())  # fmt: skip
             manifest.directions[str(k)] = {"folder": name, "sha256": sha, "stats": stats}
             manifest.save(out)

@@ -64,6 +64,7 @@ class BuildConfig:
     lora: LoraSpec = field(default_factory=LoraSpec)
     dpo: DPOConfig = field(default_factory=DPOConfig)
     pairs_per_prompt: int = 2
+    contrast_pairs: bool = False  # also: this prompt's best reply over another prompt's best
     directions: tuple[int, ...] | None = None  # None: every direction of the basis
     samples_per_prompt: int = 0
     sample_prompts: int | None = None

@@ -35,6 +35,9 @@ def register(app: typer.Typer) -> None:
         beta: float = typer.Option(0.1, help="DPO β."),
         pairs_per_prompt: int = typer.Option(2, help="Pairs per train prompt: its i-th "
                                              "best reply under r_k against its i-th worst."),
+        contrast_pairs: bool = typer.Option(False, help="Also pair each train prompt's best "
+                                            "reply against the best reply to another prompt, "
+                                            "so replies that ignore the request lose."),
         direction: list[int] = typer.Option(None, "--direction", help="Only this direction "
                                             "(repeatable); default: every direction."),
         retrain: bool = typer.Option(False, help="Train the --direction adapters again even "
@@ -66,6 +69,7 @@ def register(app: typer.Typer) -> None:
                           beta=validate_number(beta, "beta", low=1e-4, high=100.0)),
             pairs_per_prompt=validate_int(pairs_per_prompt, "pairs-per-prompt", low=1,
                                           high=1000),
+            contrast_pairs=contrast_pairs,
             directions=tuple(direction) if direction else None,
             samples_per_prompt=validate_int(samples_per_prompt, "samples-per-prompt", low=0,
                                             high=64),

@@ -101,6 +101,21 @@ def test_direction_pairs_rank_by_reward_and_skip_held_out(world):
     assert all(rewards[index[p.chosen], 1] > rewards[index[p.rejected], 1] for p in pairs)
 
 
+def test_contrast_pairs_put_the_best_reply_over_another_prompts_best(world):
+    rewards = np.arange(len(world.texts), dtype=float)[:, None] * np.ones((1, 2))
+    plain = direction_pairs(world, rewards, 1, pairs_per_prompt=2)
+    both = direction_pairs(world, rewards, 1, pairs_per_prompt=2, contrast=True)
+    assert both[: len(plain)] == plain and both == direction_pairs(world, rewards, 1, 2, True)
+    prompt_of = {t: world.prompts[i] for t, i in zip(world.texts, world.prompt_of)}
+    train = {p for p in world.prompts if not is_held_out(p)}
+    extra = both[len(plain) :]
+    assert len(extra) == len(train) and {c.prompt for c in extra} == train
+    for pair in extra:  # chosen: this prompt's best; rejected: a reply to another prompt
+        assert prompt_of[pair.chosen] == pair.prompt != prompt_of[pair.rejected]
+        ours = [t for t in world.texts if prompt_of[t] == pair.prompt]
+        assert pair.chosen == max(ours, key=world.texts.index)
+
+
 def test_user_adapter_is_the_exact_weighted_sum(tp):
     """Both the served update (routed through the wrapped layers) and the exported state
     equal Σ c_k ΔW_k for every target module."""
