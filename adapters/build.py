@@ -52,8 +52,9 @@ def direction_pairs(
     ``contrast``, also its best reply against the best reply to another (seeded, random)
     train prompt, so a reply that scores by ignoring the request loses."""
     train = np.array([i for i, p in enumerate(world.prompts) if not is_held_out(p)])
+    groups = world.replies_of(train)
     pairs = []
-    for prompt_id, replies in zip(train, world.replies_of(train)):
+    for prompt_id, replies in zip(train, groups):
         if len(replies) < 2:
             continue
         ranked = replies[np.argsort(-rewards[replies, k], kind="stable")]
@@ -63,11 +64,11 @@ def direction_pairs(
                 pairs.append(
                     PreferencePair(world.prompts[prompt_id], world.texts[best], world.texts[worst])
                 )
-    return pairs + (_contrast_pairs(world, rewards[:, k], train, seed) if contrast else [])
+    return pairs + (_contrast_pairs(world, rewards[:, k], train, groups, seed) if contrast else [])
 
 
-def _contrast_pairs(world, reward, train, seed: int) -> list[PreferencePair]:
-    best = {p: g[np.argmax(reward[g])] for p, g in zip(train, world.replies_of(train)) if len(g)}
+def _contrast_pairs(world, reward, train, groups, seed: int) -> list[PreferencePair]:
+    best = {p: g[np.argmax(reward[g])] for p, g in zip(train, groups) if len(g)}
     prompts = list(best)
     if len(prompts) < 2:
         return []

@@ -143,7 +143,7 @@ def _resume(checkpoint: Path, fingerprint: str, steps: int, params: dict, optimi
         state = json.loads((checkpoint / "state.json").read_text())
         if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
             return fresh
-        if not 0 <= state["step"] <= steps:
+        if not 0 <= state["step"] <= steps:  # past this run's end: not an extension
             return fresh
         saved = torch.load(checkpoint / "adapter.pt")
         optimizer_state = torch.load(checkpoint / "optimizer.pt")
@@ -180,8 +180,9 @@ def train_dpo(
         params.values(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
     fingerprint = run_fingerprint(encoded, config, params, context)
-    state = _fresh_state(fingerprint)
-    if checkpoint is not None:
+    if checkpoint is None:
+        state = _fresh_state(fingerprint)
+    else:
         state = _resume(checkpoint, fingerprint, config.steps, params, optimizer)
     schedule = _schedule(len(encoded), config)
     pad = host.tokenizer.pad_token_id
