@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from persona_sdk.adapters.config import BuildConfig
+from persona_sdk.adapters.config import PAIRINGS, BuildConfig
 from persona_sdk.adapters.dpo import PreferencePair, encode_pairs, train_dpo
 from persona_sdk.adapters.manifest import (
     AdapterManifest,
@@ -47,24 +47,40 @@ def direction_pairs(
     pairs_per_prompt: int,
     contrast: bool = False,
     seed: int = 0,
+    pairing: str = "extremes",
 ) -> list[PreferencePair]:
-    """Per train prompt, its i-th best reply under ``r_k`` against its i-th worst; with
-    ``contrast``, also its best reply against the best reply to another (seeded, random)
-    train prompt, so a reply that scores by ignoring the request loses."""
+    """Per train prompt, its i-th best reply under ``r_k`` against a lower one: its i-th
+    worst (``pairing="extremes"``), or the reply of its lower half that shares the most words
+    with it (``"nearest"``: a minimal pair, so the pair differs mostly in what ``r_k``
+    rewards and DPO's gradient is not spent on unrelated wording). With ``contrast``, also
+    its best reply against the best reply to another (seeded, random) train prompt, so a
+    reply that scores by ignoring the request loses."""
+    if pairing not in PAIRINGS:
+        raise InvalidInputError(f"pairing must be one of {', '.join(PAIRINGS)}, not {pairing!r}")
     train = np.array([i for i, p in enumerate(world.prompts) if not is_held_out(p)])
     groups = world.replies_of(train)
     pairs = []
     for prompt_id, replies in zip(train, groups):
-        if len(replies) < 2:
-            continue
         ranked = replies[np.argsort(-rewards[replies, k], kind="stable")]
+        lower = list(ranked[len(ranked) - len(ranked) // 2 :])  # the lower half
         for i in range(min(pairs_per_prompt, len(ranked) // 2)):
-            best, worst = ranked[i], ranked[len(ranked) - 1 - i]
+            best = ranked[i]
+            if pairing == "extremes":
+                worst = ranked[len(ranked) - 1 - i]
+            else:
+                worst = max(lower, key=lambda j: _word_overlap(world.texts[best], world.texts[j]))
+                lower.remove(worst)
             if rewards[best, k] > rewards[worst, k]:
                 pairs.append(
                     PreferencePair(world.prompts[prompt_id], world.texts[best], world.texts[worst])
                 )
     return pairs + (_contrast_pairs(world, rewards[:, k], train, groups, seed) if contrast else [])
+
+
+def _word_overlap(a: str, b: str) -> float:
+    """Jaccard overlap of two texts' lower-cased word sets."""
+    x, y = set(a.lower().split()), set(b.lower().split())
+    return len(x & y) / max(1, len(x | y))
 
 
 def _contrast_pairs(world, reward, train, groups, seed: int) -> list[PreferencePair]:
@@ -168,7 +184,8 @@ def build_basis_adapters(
         for k in todo:
             name = f"direction_{k}"
             pairs = direction_pairs(world, rewards, k, config.pairs_per_prompt,
-                                    config.contrast_pairs, config.dpo.seed)  # fmt: skip
+                                    config.contrast_pairs, config.dpo.seed,
+                                    config.pairing)  # fmt: skip
             if not pairs:
                 raise AdapterError(f"direction {k}: no train prompt has two replies to rank")
             encoded = encode_pairs(host, pairs, config.dpo.max_reply_tokens)
@@ -196,7 +213,7 @@ def build_basis_adapters(
             stats.update(wall_seconds=round(time.perf_counter() - start, 1),
                          reward_std=float(gap.std()), axis=basis.axes[k].name,
                          dpo=config.dpo.to_dict(), pairs_per_prompt=config.pairs_per_prompt,
-                         contrast_pairs=config.contrast_pairs,
+                         contrast_pairs=config.contrast_pairs, pairing=config.pairing,
                          **config.replies_source())  # fmt: skip
             manifest.directions[str(k)] = {"folder": name, "sha256": sha, "stats": stats}
             manifest.save(out)

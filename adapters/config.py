@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 
 from persona_sdk.errors import InvalidInputError
 
+PAIRINGS = ("extremes", "nearest")  # how build-basis picks each pair's rejected reply
+
 
 @dataclass
 class LoraSpec:
@@ -56,15 +58,17 @@ class BuildConfig:
     """How ``persona adapters build-basis`` turns a reward basis into adapters.
 
     For each direction k, each train prompt gives ``pairs_per_prompt`` pairs: its i-th
-    highest-r_k reply against its i-th lowest. The replies ranked are the pool's, or with
-    ``samples_per_prompt`` > 0 the base model's own samples (on ``sample_prompts`` train
-    prompts; None: all of them).
+    highest-r_k reply against its i-th lowest (``pairing="extremes"``) or against the reply of
+    its lower half that shares the most words with it (``"nearest"``). The replies ranked are
+    the pool's, or with ``samples_per_prompt`` > 0 the base model's own samples (on
+    ``sample_prompts`` train prompts; None: all of them).
     """
 
     lora: LoraSpec = field(default_factory=LoraSpec)
     dpo: DPOConfig = field(default_factory=DPOConfig)
     pairs_per_prompt: int = 2
     contrast_pairs: bool = False  # also: this prompt's best reply over another prompt's best
+    pairing: str = "extremes"
     directions: tuple[int, ...] | None = None  # None: every direction of the basis
     samples_per_prompt: int = 0
     sample_prompts: int | None = None
@@ -73,6 +77,10 @@ class BuildConfig:
     sample_max_new_tokens: int = 96
 
     def __post_init__(self) -> None:
+        if self.pairing not in PAIRINGS:
+            raise InvalidInputError(
+                f"pairing must be one of {', '.join(PAIRINGS)}, not {self.pairing!r}"
+            )
         if self.samples_per_prompt == 1 or self.samples_per_prompt < 0:
             raise InvalidInputError(
                 "samples_per_prompt must be 0 (rank the pool) or at least 2 (to make a pair)"

@@ -34,7 +34,10 @@ def register(app: typer.Typer) -> None:
         learning_rate: float = typer.Option(1e-3, "--lr", help="DPO learning rate."),
         beta: float = typer.Option(0.1, help="DPO β."),
         pairs_per_prompt: int = typer.Option(2, help="Pairs per train prompt: its i-th "
-                                             "best reply under r_k against its i-th worst."),
+                                             "best reply under r_k against a lower one."),
+        pairing: str = typer.Option("extremes", help="Which lower reply: 'extremes' (the "
+                                    "i-th worst) or 'nearest' (the lower-half reply sharing "
+                                    "the most words: a minimal pair)."),
         contrast_pairs: bool = typer.Option(False, help="Also pair each train prompt's best "
                                             "reply against the best reply to another prompt, "
                                             "so replies that ignore the request lose."),
@@ -70,6 +73,7 @@ def register(app: typer.Typer) -> None:
             pairs_per_prompt=validate_int(pairs_per_prompt, "pairs-per-prompt", low=1,
                                           high=1000),
             contrast_pairs=contrast_pairs,
+            pairing=pairing,
             directions=tuple(direction) if direction else None,
             samples_per_prompt=validate_int(samples_per_prompt, "samples-per-prompt", low=0,
                                             high=64),

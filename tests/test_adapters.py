@@ -74,6 +74,7 @@ def test_cli_retrain_checks_and_eval_adapters(adapter_cli, tmp_path):
         (["--samples-per-prompt", "1"], "at least 2"),
         (["--samples-per-prompt", "2", "--sample-prompts", "0"], "sample-prompts"),
         (["--sample-prompts", "3"], "needs --samples-per-prompt"),
+        (["--pairing", "closest"], "pairing must be one of"),
     ):
         assert_error(adapter_cli("adapters", "build-basis", *args), needle)
     short = ["--direction-prompts", "2", "--max-new-tokens", "3"]
@@ -114,6 +115,28 @@ def test_contrast_pairs_put_the_best_reply_over_another_prompts_best(world):
         assert prompt_of[pair.chosen] == pair.prompt != prompt_of[pair.rejected]
         ours = [t for t in world.texts if prompt_of[t] == pair.prompt]
         assert pair.chosen == max(ours, key=world.texts.index)
+
+
+def test_nearest_pairing_picks_the_minimal_pair():
+    from persona_sdk.reward_pool import RewardWorld
+
+    source = "Water boils at one hundred degrees at sea level."
+    texts = [source + " Think of a kettle singing.", "Bananas are yellow and sweet fruit.",
+             source, "Stars shine at night far away."]  # fmt: skip
+    prompts = [p for p in (f"Question {i}?" for i in range(40)) if not is_held_out(p)][:1]
+    world = RewardWorld(prompts, texts, np.zeros(4, int), np.zeros((4, 1)), np.zeros((4, 1)))
+    rewards = np.array([[3.0], [2.0], [1.0], [0.0]])
+    (extreme,) = direction_pairs(world, rewards, 0, 1)
+    (nearest,) = direction_pairs(world, rewards, 0, 1, pairing="nearest")
+    assert extreme.rejected == texts[3]  # the worst reply, whatever it says
+    assert (nearest.chosen, nearest.rejected) == (texts[0], source)  # differs by one sentence
+    two = direction_pairs(world, rewards, 0, 2, pairing="nearest")
+    assert len({pair.rejected for pair in two}) == 2  # a lower reply is used once
+    assert all(pair.rejected in texts[2:] for pair in two)  # from the lower half
+    with pytest.raises(InvalidInputError, match="pairing must be one of"):
+        direction_pairs(world, rewards, 0, 1, pairing="closest")
+    with pytest.raises(InvalidInputError, match="pairing must be one of"):
+        BuildConfig(pairing="closest")
 
 
 def test_user_adapter_is_the_exact_weighted_sum(tp):
