@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from persona_sdk.adapters.config import PAIRINGS, BuildConfig
+from persona_sdk.adapters.config import BuildConfig, check_pairing
 from persona_sdk.adapters.dpo import PreferencePair, encode_pairs, train_dpo
 from persona_sdk.adapters.manifest import (
     AdapterManifest,
@@ -55,8 +55,7 @@ def direction_pairs(
     rewards and DPO's gradient is not spent on unrelated wording). With ``contrast``, also
     its best reply against the best reply to another (seeded, random) train prompt, so a
     reply that scores by ignoring the request loses."""
-    if pairing not in PAIRINGS:
-        raise InvalidInputError(f"pairing must be one of {', '.join(PAIRINGS)}, not {pairing!r}")
+    check_pairing(pairing)
     train = np.array([i for i, p in enumerate(world.prompts) if not is_held_out(p)])
     groups = world.replies_of(train)
     pairs = []

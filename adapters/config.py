@@ -9,6 +9,12 @@ from persona_sdk.errors import InvalidInputError
 PAIRINGS = ("extremes", "nearest")  # how build-basis picks each pair's rejected reply
 
 
+def check_pairing(pairing: str) -> None:
+    """Raise on a pairing ``build-basis`` does not know."""
+    if pairing not in PAIRINGS:
+        raise InvalidInputError(f"pairing must be one of {', '.join(PAIRINGS)}, not {pairing!r}")
+
+
 @dataclass
 class LoraSpec:
     """The shape of every basis adapter. A user's adapter has rank ``K * rank`` and the
@@ -77,10 +83,7 @@ class BuildConfig:
     sample_max_new_tokens: int = 96
 
     def __post_init__(self) -> None:
-        if self.pairing not in PAIRINGS:
-            raise InvalidInputError(
-                f"pairing must be one of {', '.join(PAIRINGS)}, not {self.pairing!r}"
-            )
+        check_pairing(self.pairing)
         if self.samples_per_prompt == 1 or self.samples_per_prompt < 0:
             raise InvalidInputError(
                 "samples_per_prompt must be 0 (rank the pool) or at least 2 (to make a pair)"
