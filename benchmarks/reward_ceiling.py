@@ -9,10 +9,18 @@ second shows what perfect features would give.
 A second table bounds few-shot accuracy itself: ``--basis-users`` unseen users are fit from
 1–16 labelled pairs with everything the SDK has to learn handed over for free (the true
 attributes as features, the simulator's own archetypes as the basis, and a prior fit on
-200 seen users' true weights). No learner that must discover the basis can beat it.
+200 seen users' true weights, Gaussian MAP as in the SDK). A learner that must discover
+the features, basis and prior does not get these for free; only a prior that knows the
+mixtures are sparse (not Gaussian) could add a little. The 0-shot column is the prior mean
+alone: one direction for everyone, in the true attributes.
+
+``--alpha`` and ``--idiosyncrasy`` change the simulated population (how sparse each user's
+archetype mixture is, and how much taste of their own they have); ``--few-shot-only`` skips
+the first table, for sweeping them.
 
 Usage: ``python benchmarks/reward_ceiling.py [--users 12] [--pairs 4000]
-[--basis-users 50] [--indifference 0.5]``. Prints two tables, then one JSON line.
+[--basis-users 50] [--indifference 0.5] [--alpha 0.3] [--idiosyncrasy 0.2]
+[--few-shot-only]``. Prints the tables, then one JSON line.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from persona_sdk.posterior import fit_posterior, sigmoid
 from persona_sdk.reward_pool import RewardWorld, bt_labels
 from persona_sdk.simulate import archetype_matrix, calibrate_beta, make_reward_population
 
-SHOTS = (1, 2, 4, 8, 16)
+SHOTS = (0, 1, 2, 4, 8, 16)
 
 
 def main() -> None:
@@ -40,12 +48,38 @@ def main() -> None:
     parser.add_argument("--indifference", type=float, default=0.5)
     parser.add_argument("--basis-users", type=int, default=50)
     parser.add_argument("--seed", type=int, default=9)
+    parser.add_argument("--alpha", type=float, default=0.3)
+    parser.add_argument("--idiosyncrasy", type=float, default=0.2)
+    parser.add_argument("--few-shot-only", action="store_true")
     args = parser.parse_args()
     world = RewardWorld.build(EmbeddingStyleFeaturizer(load_embedder()))
     rng = np.random.default_rng(0)
     order = rng.permutation(len(world.prompts))
     held_out, train = order[:90], order[90:]
-    users = make_reward_population(args.users, seed=args.seed)
+    summary = {"alpha": args.alpha, "idiosyncrasy": args.idiosyncrasy,
+               "indifference": args.indifference}  # fmt: skip
+    if not args.few_shot_only:
+        summary |= per_user_ceiling(world, held_out, train, args, rng)
+    few_shot = oracle_basis_accuracy(world, held_out, train, args, rng)
+    table = Table(
+        title=f"few-shot with the true features, basis and prior, {args.basis_users} users"
+    )
+    for shots in SHOTS:
+        table.add_column(f"{shots} shots", justify="right")
+    table.add_column("oracle", justify="right")
+    table.add_row(*(f"{few_shot[s]:.1%}" for s in (*SHOTS, "oracle")))
+    Console().print(table)
+    summary["oracle_basis"] = {s: round(a, 4) for s, a in few_shot.items()}
+    print(json.dumps(summary))
+
+
+def population(n: int, args, seed: int):
+    return make_reward_population(n, seed=seed, alpha=args.alpha, idiosyncrasy=args.idiosyncrasy)
+
+
+def per_user_ceiling(world, held_out, train, args, rng) -> dict:
+    """The first table: per-user logistic regressions on many pairs, features vs attributes."""
+    users = population(args.users, args, args.seed)
     utility = world.utilities(users)
     thresholds = world.indifference(utility, args.indifference, rng)
     rows = []
@@ -82,26 +116,16 @@ def main() -> None:
         table.add_column(column, justify="right")
     table.add_row(f"{oracle:.1%}", f"{features:.1%}", f"{attributes:.1%}")
     Console().print(table)
-    few_shot = oracle_basis_accuracy(world, held_out, train, args, rng)
-    table = Table(
-        title=f"few-shot with the true features, basis and prior, {args.basis_users} users"
-    )
-    for shots in SHOTS:
-        table.add_column(f"{shots} shots", justify="right")
-    table.add_row(*(f"{few_shot[s]:.1%}" for s in SHOTS))
-    Console().print(table)
-    print(json.dumps({"users": args.users, "pairs": args.pairs,
-                      "indifference": args.indifference, "oracle": round(oracle, 4),
-                      "features_lr": round(features, 4),
-                      "attributes_lr": round(attributes, 4),
-                      "oracle_basis": {s: round(a, 4) for s, a in few_shot.items()}}))  # fmt: skip
+    return {"users": args.users, "pairs": args.pairs, "oracle": round(oracle, 4),
+            "features_lr": round(features, 4), "attributes_lr": round(attributes, 4)}  # fmt: skip
 
 
 def oracle_basis_accuracy(world, held_out, train, args, rng, n_seen: int = 200) -> dict:
-    """Mean held-out accuracy per shot count for a MAP fit in the simulator's archetype
-    coordinates, with a Gaussian prior from the seen users' true (β-scaled) coordinates."""
+    """Mean held-out accuracy per shot count (and the oracle's) for a MAP fit in the
+    simulator's archetype coordinates, with a Gaussian prior from the seen users' true
+    (β-scaled) coordinates."""
     archetypes = archetype_matrix()
-    users = make_reward_population(n_seen + args.basis_users, seed=args.seed + 1)
+    users = population(n_seen + args.basis_users, args, args.seed + 1)
     utility = world.utilities(users)
     thresholds = world.indifference(utility, args.indifference, rng)
     weights = np.stack([u.weights for u in users])
@@ -115,13 +139,14 @@ def oracle_basis_accuracy(world, held_out, train, args, rng, n_seen: int = 200) 
     betas = np.array([calibrate_beta(draw(u, train, 500)[2]) for u in range(n_seen)])
     scaled = betas[:, None] * coords[:n_seen]
     precision = np.linalg.inv(np.cov(scaled.T) + 1e-3 * np.eye(len(archetypes)))
-    accuracy = {s: [] for s in SHOTS}
+    accuracy: dict = {s: [] for s in (*SHOTS, "oracle")}
     for u in range(n_seen, len(users)):
         a, b, gap = draw(u, train, 500)
         beta = calibrate_beta(gap)
         wins = bt_labels(gap, beta, rng)
         c, d, test_gap = draw(u, held_out, 2000)
         p_true = sigmoid(beta * test_gap)
+        accuracy["oracle"].append(float(np.mean(np.maximum(p_true, 1 - p_true))))
         for s in SHOTS:
             z = np.where(wins[:s, None], g_all[a[:s]] - g_all[b[:s]], g_all[b[:s]] - g_all[a[:s]])
             w = fit_posterior(z, scaled.mean(0), precision).mean
