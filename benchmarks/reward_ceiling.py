@@ -33,6 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from persona_sdk.embedder import load_embedder
+from persona_sdk.evals.reward import expected_accuracy
 from persona_sdk.features import EmbeddingStyleFeaturizer
 from persona_sdk.posterior import fit_posterior, sigmoid
 from persona_sdk.reward_pool import RewardWorld, bt_labels
@@ -74,6 +75,7 @@ def main() -> None:
 
 
 def population(n: int, args, seed: int):
+    """``n`` reward-eval users drawn with the population options of ``args``."""
     return make_reward_population(n, seed=seed, alpha=args.alpha, idiosyncrasy=args.idiosyncrasy)
 
 
@@ -91,12 +93,10 @@ def per_user_ceiling(world, held_out, train, args, rng) -> dict:
         wins = bt_labels(gap, beta, rng)
         p_true = sigmoid(beta * test_gap)
 
-        def accuracy(scores, p_true=p_true):
-            return float(np.mean(np.where(scores > 0, p_true, 1 - p_true)))
-
-        def ceiling(x, x_test, precision, wins=wins):
+        def ceiling(x, x_test, precision, wins=wins, p_true=p_true):
             z = np.where(wins[:, None], x, -x)
-            return accuracy(x_test @ fit_posterior(z, np.zeros(x.shape[1]), precision).mean)
+            scores = x_test @ fit_posterior(z, np.zeros(x.shape[1]), precision).mean
+            return expected_accuracy(scores, p_true)
 
         z = world.features[a] - world.features[b]
         scale = np.sqrt((z**2).mean(0)) + 1e-6
@@ -105,7 +105,7 @@ def per_user_ceiling(world, held_out, train, args, rng) -> dict:
         attrs = world.attributes
         rows.append(
             (
-                accuracy(test_gap),
+                expected_accuracy(test_gap, p_true),
                 ceiling(z / scale, z_test, 300 * np.eye(d_feat)),
                 ceiling(attrs[a] - attrs[b], attrs[c] - attrs[d], np.eye(attrs.shape[1])),
             )
@@ -146,12 +146,11 @@ def oracle_basis_accuracy(world, held_out, train, args, rng, n_seen: int = 200) 
         wins = bt_labels(gap, beta, rng)
         c, d, test_gap = draw(u, held_out, 2000)
         p_true = sigmoid(beta * test_gap)
-        accuracy["oracle"].append(float(np.mean(np.maximum(p_true, 1 - p_true))))
+        accuracy["oracle"].append(expected_accuracy(test_gap, p_true))
         for s in SHOTS:
             z = np.where(wins[:s, None], g_all[a[:s]] - g_all[b[:s]], g_all[b[:s]] - g_all[a[:s]])
             w = fit_posterior(z, scaled.mean(0), precision).mean
-            right = (g_all[c] - g_all[d]) @ w > 0
-            accuracy[s].append(float(np.mean(np.where(right, p_true, 1 - p_true))))
+            accuracy[s].append(expected_accuracy((g_all[c] - g_all[d]) @ w, p_true))
     return {s: float(np.mean(v)) for s, v in accuracy.items()}
 
 

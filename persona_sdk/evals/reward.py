@@ -77,7 +77,7 @@ class RewardEvalResult:
         return dict(self.__dict__)
 
 
-def _expected_accuracy(scores: np.ndarray, p_true: np.ndarray) -> float:
+def expected_accuracy(scores: np.ndarray, p_true: np.ndarray) -> float:
     """Agreement of ``sign(scores)`` with labels drawn at ``p_true`` (ties count half)."""
     return float(np.mean(np.where(scores > 0, p_true, np.where(scores < 0, 1 - p_true, 0.5))))
 
@@ -148,9 +148,9 @@ def _run_seed(world, config, shots, seed, progress) -> dict:
         z_shots = world.differences(sa, sb, wins) / scale
 
         def accuracy(direction: np.ndarray, z_eval=z_eval, p_true=p_true) -> float:
-            return _expected_accuracy(z_eval @ direction, p_true)
+            return expected_accuracy(z_eval @ direction, p_true)
 
-        out["oracle"].append([_expected_accuracy(gap, p_true)] * len(shots))
+        out["oracle"].append([expected_accuracy(gap, p_true)] * len(shots))
         out["shared_a"].append([accuracy(shared)] * len(shots))
         out["shrunk_b"].append([accuracy(shrunk.fit(z_shots[:n])) for n in shots])
         for name, (basis, mean, precision) in priors.items():
