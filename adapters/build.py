@@ -21,11 +21,11 @@ from persona_sdk.adapters.manifest import (
     save_peft_folder,
 )
 from persona_sdk.adapters.samples import sample_prompts, sample_world
-from persona_sdk.basis import RewardBasis
+from persona_sdk.decoding.models import ModelHost
 from persona_sdk.errors import AdapterError, InvalidInputError
-from persona_sdk.features import Featurizer
-from persona_sdk.models import ModelHost
-from persona_sdk.reward_pool import RewardWorld
+from persona_sdk.reward.basis import RewardBasis
+from persona_sdk.reward.features import Featurizer
+from persona_sdk.reward.pool import FeaturizedPool
 
 HELD_OUT_EVERY = 5  # one prompt in five is never trained on
 
@@ -35,13 +35,13 @@ def is_held_out(prompt: str) -> bool:
     return hashlib.blake2b(prompt.encode(), digest_size=4).digest()[0] % HELD_OUT_EVERY == 0
 
 
-def direction_rewards(world: RewardWorld, basis: RewardBasis) -> np.ndarray:
+def direction_rewards(world: FeaturizedPool, basis: RewardBasis) -> np.ndarray:
     """``r_k`` of every reply in ``world``: ``(n_replies, K)``."""
     return basis.project(world.features)
 
 
 def direction_pairs(
-    world: RewardWorld,
+    world: FeaturizedPool,
     rewards: np.ndarray,
     k: int,
     pairs_per_prompt: int,
@@ -116,7 +116,7 @@ def _progress():
     )
 
 
-def _sampled_world(host, basis, world, featurizer, config, out, bar) -> RewardWorld:
+def _sampled_world(host, basis, world, featurizer, config, out, bar) -> FeaturizedPool:
     if featurizer is None:
         raise InvalidInputError("samples_per_prompt needs the basis's featurizer to score them")
     basis.check(featurizer)
@@ -128,7 +128,7 @@ def _sampled_world(host, basis, world, featurizer, config, out, bar) -> RewardWo
 def build_basis_adapters(
     host: ModelHost,
     basis: RewardBasis,
-    world: RewardWorld,
+    world: FeaturizedPool,
     out: Path,
     config: BuildConfig | None = None,
     progress: bool = True,

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from persona_sdk.adapters.config import DPOConfig
 from persona_sdk.config import DEFAULT_SYSTEM_PROMPT
-from persona_sdk.models import ModelHost
+from persona_sdk.decoding.models import ModelHost
 
 
 @dataclass(frozen=True)

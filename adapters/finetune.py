@@ -7,13 +7,14 @@ import warnings
 
 from persona_sdk.adapters.config import DPOConfig
 from persona_sdk.adapters.dpo import PreferencePair, encode_pairs, train_dpo
+from persona_sdk.adapters.manager import UserAdapters
 from persona_sdk.errors import NotEnoughDataError
 
 DEFAULT_MIN_PAIRS = 50
 
 
 def finetune_user(
-    persona,
+    manager: UserAdapters,
     user_id: str,
     config: DPOConfig | None = None,
     min_pairs: int = DEFAULT_MIN_PAIRS,
@@ -27,18 +28,17 @@ def finetune_user(
     from rich.progress import Progress
 
     config = config or DPOConfig(steps=30, learning_rate=5e-4)
-    persona.store.require_user(user_id)
-    memories = persona.store.memories(user_id, kind="pair")
+    manager.store.require_user(user_id)
+    memories = manager.store.memories(user_id, kind="pair")
     if len(memories) < min_pairs:
         raise NotEnoughDataError(
             f"user {user_id!r} has {len(memories)} pairs; a fine-tune needs at least "
             f"{min_pairs} (set --min-pairs to change this)"
         )
-    manager = persona.adapters
     generated = manager.resolve(user_id)
     pairs = [PreferencePair(m.prompt, m.chosen, m.rejected) for m in memories]
-    host = persona.host
-    encoded = encode_pairs(host, pairs, config.max_reply_tokens, persona.generation.system_prompt)
+    host = manager.host
+    encoded = encode_pairs(host, pairs, config.max_reply_tokens, manager.system_prompt)
     server = manager.server
     with server.lock, server.detached(), Progress(disable=not progress) as bar:
         with warnings.catch_warnings():

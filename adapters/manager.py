@@ -8,8 +8,8 @@ import json
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -23,31 +23,22 @@ from persona_sdk.adapters.manifest import (
     model_fingerprint,
     save_peft_folder,
 )
-from persona_sdk.adapters.serving import AdapterServer, Factors, Slot, tensor_bytes
+from persona_sdk.adapters.serving import AdapterServer, Factors, Slot, server_for, tensor_bytes
+from persona_sdk.config import DEFAULT_SYSTEM_PROMPT, package_data
+from persona_sdk.decoding.models import ModelHost
 from persona_sdk.errors import AdapterError, InvalidInputError
-from persona_sdk.models import ModelHost
+from persona_sdk.memory.store import MemoryStore
+from persona_sdk.reward.rewards import Rewards
 
 BASIS_ADAPTERS_DIR = "basis_adapters"  # in the data dir: `persona adapters build-basis` output
 USER_ADAPTERS_DIR = "user_adapters"  # in the data dir: per-user fine-tunes
 FINETUNE_META = "finetune.json"
-_SERVER_LOCK = threading.Lock()
 
 
 def shipped_adapters_dir(model_name: str) -> Path | None:
     """The basis adapters shipped in package data for ``model_name``, if any."""
-    root = resources.files("persona_sdk") / "data" / "adapters" / model_name
-    path = Path(str(root))
+    path = package_data("adapters", model_name)
     return path if (path / "manifest.json").is_file() else None
-
-
-def server_for(host: ModelHost) -> AdapterServer:
-    """The one adapter server of a (possibly shared) model host."""
-    with _SERVER_LOCK:
-        server = getattr(host, "_adapter_server", None)
-        if server is None:
-            server = AdapterServer(host)
-            host._adapter_server = server
-        return server
 
 
 @dataclass
@@ -74,8 +65,18 @@ class UserAdapter:
 class UserAdapters:
     """Builds, caches, exports and fine-tunes user adapters for one Persona."""
 
-    def __init__(self, persona, folder: str | Path | None = None):
-        self._persona = persona
+    def __init__(
+        self,
+        host: Callable[[], ModelHost],
+        rewards: Rewards,
+        store: MemoryStore,
+        data_dir: Path,
+        folder: str | Path | None = None,
+        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+    ):
+        self._host, self.rewards, self.store = host, rewards, store
+        self._data_dir, self.system_prompt = data_dir, system_prompt
+        self._loaded_host: ModelHost | None = None
         self._folder = Path(folder) if folder else None
         self._basis_adapters: BasisAdapters | None = None
         self._fingerprint: str | None = None
@@ -86,7 +87,9 @@ class UserAdapters:
 
     @property
     def host(self) -> ModelHost:
-        return self._persona.host
+        if self._loaded_host is None:
+            self._loaded_host = self._host()
+        return self._loaded_host
 
     @property
     def server(self) -> AdapterServer:
@@ -102,7 +105,7 @@ class UserAdapters:
         """Explicit folder > the data dir's build > the shipped set for the embedded model."""
         if self._folder is not None:
             return self._folder
-        built = self._persona.data_dir / BASIS_ADAPTERS_DIR
+        built = self._data_dir / BASIS_ADAPTERS_DIR
         if (built / "manifest.json").is_file():
             return built
         shipped = shipped_adapters_dir(self.host.name)
@@ -117,7 +120,7 @@ class UserAdapters:
     def basis_adapters(self) -> BasisAdapters:
         with self._lock:
             if self._basis_adapters is None:
-                host, basis = self.host, self._persona.rewards.basis
+                host, basis = self.host, self.rewards.basis
                 self._basis_adapters = BasisAdapters.load(
                     self.folder(), host.name, self.fingerprint, basis.basis_id, basis.rank,
                     host.device, next(host.model.parameters()).dtype,
@@ -127,7 +130,7 @@ class UserAdapters:
     # -- one user ------------------------------------------------------------------------
 
     def _finetune_dir(self, user_id: str) -> Path:
-        return self._persona.data_dir / USER_ADAPTERS_DIR / user_id
+        return self._data_dir / USER_ADAPTERS_DIR / user_id
 
     def _finetuned(self, user_id: str) -> tuple[dict | None, str]:
         """The user's fine-tune metadata if it is usable here, else (None, why not)."""
@@ -140,7 +143,7 @@ class UserAdapters:
             return None, "fine-tune metadata is corrupt; serving the generated adapter"
         if meta.get("base_fingerprint") != self.fingerprint:
             return None, "fine-tune was trained on another base model"
-        if meta.get("basis_id") != self._persona.rewards.basis.basis_id:
+        if meta.get("basis_id") != self.rewards.basis.basis_id:
             return None, "fine-tune was trained for another basis"
         if not self._weights_match(folder / WEIGHTS, meta["sha256"]):
             return None, "fine-tune file is corrupt or truncated; serving the generated adapter"
@@ -160,7 +163,7 @@ class UserAdapters:
 
     def _identity(self, user_id: str) -> tuple[str, str, np.ndarray, dict | None, str]:
         """(source, version, coefficients, fine-tune meta, note) without building weights."""
-        coeffs = coefficients(self._persona.rewards.posterior(user_id).mean)
+        coeffs = coefficients(self.rewards.posterior(user_id).mean)
         meta, note = self._finetuned(user_id)
         if meta is not None:
             return "finetuned", meta["sha256"][:16], coeffs, meta, note
@@ -186,7 +189,7 @@ class UserAdapters:
         return UserAdapter(user_id, "generated", version, coeffs, config, state, note)
 
     def _key(self, user_id: str) -> str:
-        return f"{self._persona.data_dir}\0{user_id}"
+        return f"{self._data_dir}\0{user_id}"
 
     def activate(self, user_id: str) -> Slot:
         """The user's adapter, ready to route rows to: found in the cache, else made. A
@@ -226,7 +229,7 @@ class UserAdapters:
     def info(self, user_id: str) -> dict:
         """What ``persona adapters show`` prints."""
         adapter = self.resolve(user_id)
-        names = self._persona.rewards.basis.axis_names
+        names = self.rewards.basis.axis_names
         out = {
             "user_id": user_id,
             "source": adapter.source,
@@ -268,7 +271,7 @@ class UserAdapters:
 
     def forget(self, user_id: str) -> None:
         """Drop the user's cached adapters and fine-tune files."""
-        server = getattr(self._persona._host, "_adapter_server", None)
+        server = None if self._loaded_host is None else server_for(self._loaded_host, False)
         if server is not None:
             server.drop_user(self._key(user_id))
         shutil.rmtree(self._finetune_dir(user_id), ignore_errors=True)
@@ -282,7 +285,7 @@ class UserAdapters:
         sha = save_peft_folder(folder, config, state)
         meta = {"sha256": sha, "rank": rank, "pairs": pairs, "stats": stats,
                 "base_fingerprint": self.fingerprint,
-                "basis_id": self._persona.rewards.basis.basis_id,
+                "basis_id": self.rewards.basis.basis_id,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
         (folder / FINETUNE_META).write_text(json.dumps(meta, indent=2))
         return folder

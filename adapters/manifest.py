@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
+from persona_sdk.config import file_sha256
 from persona_sdk.errors import AdapterError
-from persona_sdk.memory.index import file_sha256
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1

@@ -19,11 +19,10 @@ from persona_sdk.adapters.config import BuildConfig
 from persona_sdk.adapters.dpo import prompt_ids
 from persona_sdk.adapters.manifest import model_fingerprint
 from persona_sdk.config import DEFAULT_SYSTEM_PROMPT
+from persona_sdk.decoding.models import ModelHost
 from persona_sdk.errors import AdapterError
-from persona_sdk.features import Featurizer
-from persona_sdk.models import ModelHost
-from persona_sdk.reward_pool import RewardWorld
-from persona_sdk.simulate_pool import PoolEntry, finish_reply
+from persona_sdk.reward.features import Featurizer
+from persona_sdk.reward.pool import FeaturizedPool, PoolEntry, finish_reply
 
 SAMPLES_FILE = ".samples.jsonl"  # kept in the build folder: later directions reuse it
 PROMPTS_PER_BATCH = 8
@@ -74,10 +73,10 @@ def sample_world(
     config: BuildConfig,
     folder: Path,
     progress=None,
-) -> RewardWorld:
+) -> FeaturizedPool:
     """``config.samples_per_prompt`` sampled replies per prompt, featurized; resumable, as
     each batch of prompts is appended to ``folder/.samples.jsonl`` before the next starts."""
-    from persona_sdk.generation import BatchGeneration, SamplingParams
+    from persona_sdk.decoding.loop import BatchGeneration, SamplingParams
 
     settings = _settings(config, host)
     path = Path(folder) / SAMPLES_FILE
@@ -117,4 +116,4 @@ def sample_world(
         raise AdapterError("no prompt got two distinct usable samples: raise the temperature "
                            "or sample_max_new_tokens")  # fmt: skip
     entries = [PoolEntry(p, "", text, "base-sample") for p in prompts for text in done[p]]
-    return RewardWorld.build(featurizer, entries)
+    return FeaturizedPool.build(featurizer, entries)

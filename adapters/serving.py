@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from persona_sdk.models import ModelHost
+from persona_sdk.decoding.models import ModelHost
 
 DEFAULT_CACHE_BYTES = 1 << 30
 PEFT_PREFIX = "base_model.model."
@@ -240,3 +241,22 @@ class AdapterServer:
     def active(self, slot: Slot | None) -> contextlib.AbstractContextManager:
         """Run the block with ``slot`` applied to every row (``None``: the base model)."""
         return self.using(self.route_for([slot], self.host.device))
+
+
+_SERVERS: dict[int, tuple[weakref.ref, AdapterServer]] = {}
+_SERVERS_LOCK = threading.Lock()
+
+
+def server_for(host: ModelHost, create: bool = True) -> AdapterServer | None:
+    """The one adapter server of a (possibly shared) model host: a model's layers are
+    wrapped once, however many Personas serve from it. ``None`` if none exists yet and
+    ``create`` is false."""
+    with _SERVERS_LOCK:
+        entry = _SERVERS.get(id(host))
+        if entry is not None and entry[0]() is host:
+            return entry[1]
+        if not create:
+            return None
+        server = AdapterServer(host)
+        _SERVERS[id(host)] = (weakref.ref(host, lambda _: _SERVERS.pop(id(host), None)), server)
+        return server

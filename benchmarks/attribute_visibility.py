@@ -27,11 +27,11 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from persona_sdk.embedder import load_embedder
-from persona_sdk.features import EmbeddingStyleFeaturizer
-from persona_sdk.models import load_model
-from persona_sdk.reward_pool import RewardWorld
-from persona_sdk.simulate_attributes import ATTRIBUTE_NAMES, ATTRIBUTES
+from persona_sdk.decoding.embedder import load_embedder
+from persona_sdk.decoding.models import load_model
+from persona_sdk.reward.features import EmbeddingStyleFeaturizer
+from persona_sdk.simulation.attributes import ATTRIBUTE_NAMES, ATTRIBUTES
+from persona_sdk.simulation.world import RewardWorld
 
 
 def held_out_r2(x: np.ndarray, y: np.ndarray, ridge: float, test: float = 0.2) -> np.ndarray:

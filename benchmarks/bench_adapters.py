@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from persona_sdk import Persona
-from persona_sdk.generation import BatchGeneration, SamplingParams
+from persona_sdk.decoding.loop import BatchGeneration, SamplingParams
 
 PAIRS = [
     ("Write a note to my team about Friday", "Team: Friday is off. Enjoy!",

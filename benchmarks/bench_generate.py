@@ -34,7 +34,7 @@ RULES = [
 ]
 LOAD_SNIPPET = (
     "import json, time; t = time.perf_counter();"
-    "from persona_sdk.models import load_model;"
+    "from persona_sdk.decoding.models import load_model;"
     "h = load_model(shared=False, progress=False);"
     "print(json.dumps({'load_s': h.load_seconds, 'converted': h.converted,"
     " 'process_s': time.perf_counter() - t}))"

@@ -115,7 +115,7 @@ def progress() -> Progress:
 
 def make_cached_embedder(inner, table: dict[str, np.ndarray]):
     """An Embedder that looks vectors up instead of running MiniLM: isolates write cost."""
-    from persona_sdk.embedder import Embedder
+    from persona_sdk.decoding.embedder import Embedder
 
     class CachedEmbedder(Embedder):
         def __init__(self):  # the real one's state (same identity), no model call
@@ -206,7 +206,7 @@ def bench_scales(root: Path, args, embedder, pools: Pools, probe_texts, rng, tab
     probes = iter(probe_texts)
     persona = Persona.open(root / "single", embedder=make_cached_embedder(embedder, probe_texts))
     store, indexes = persona.store, persona.indexes
-    retriever = Retriever(store, indexes, persona.retrieval)
+    retriever = Retriever(store, indexes, persona.retrieval_config)
     user, count = "one-user", 0
     for scale in args.scales:
         tag = label(scale)
@@ -240,7 +240,7 @@ def bench_scales(root: Path, args, embedder, pools: Pools, probe_texts, rng, tab
         mean_rules = np.mean([len(retrieve(q)) for (q,) in timed_q[:50]])
         cold = []  # a fresh Retriever reads the global rules first, as after any write
         for (q,) in warm_q[:5]:
-            fresh = Retriever(store, indexes, persona.retrieval)
+            fresh = Retriever(store, indexes, persona.retrieval_config)
             cold += time_calls(fresh.retrieve, [(user, q)])
         results[f"search_p50_ms_{tag}"], results[f"search_p99_ms_{tag}"] = pcts(s)
         results[f"retrieve_p50_ms_{tag}"], results[f"retrieve_p99_ms_{tag}"] = pcts(r)
@@ -300,7 +300,7 @@ def bench_many_users(root: Path, args, embedder, pools: Pools, rng, table, resul
     err.print(f"[bold]3. {users} users x {per_user} memories[/]")
     persona = Persona.open(root / "multi", embedder=embedder)
     store, indexes = persona.store, persona.indexes
-    retriever = Retriever(store, indexes, persona.retrieval)
+    retriever = Retriever(store, indexes, persona.retrieval_config)
     ids = [f"user-{i:05d}" for i in range(users)]
     group = max(1, 50_000 // per_user)  # users per outer transaction
     start = time.perf_counter()
@@ -406,7 +406,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     # persona_sdk before torch, as an app that starts with `from persona_sdk import Persona`
     # would: importing it sets FAISS's OpenMP threads before torch initialises its runtime.
-    from persona_sdk.embedder import load_embedder
+    from persona_sdk.decoding.embedder import load_embedder
 
     random.seed(SEED)
     np.random.seed(SEED)

@@ -20,14 +20,13 @@ from rich.progress import Progress
 from rich.table import Table
 
 from persona_sdk import Persona
-from persona_sdk.basis import RewardBasis, default_basis_path
-from persona_sdk.basis_fit import BasisConfig, fit_reward_basis
-from persona_sdk.embedder import load_embedder
-from persona_sdk.features import EmbeddingStyleFeaturizer
-from persona_sdk.population import simulated_pairs
-from persona_sdk.posterior import fit_posterior
-from persona_sdk.reward_pool import RewardWorld
-from persona_sdk.simulate import make_reward_population
+from persona_sdk.decoding.embedder import load_embedder
+from persona_sdk.reward.basis import RewardBasis, default_basis_path
+from persona_sdk.reward.features import EmbeddingStyleFeaturizer
+from persona_sdk.reward.fit import BasisConfig, fit_reward_basis
+from persona_sdk.reward.posterior import fit_posterior
+from persona_sdk.simulation.users import make_reward_population
+from persona_sdk.simulation.world import RewardWorld, simulated_pairs
 
 
 def percentiles(samples_ms: list[float]) -> dict[str, float]:

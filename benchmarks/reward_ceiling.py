@@ -32,12 +32,12 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from persona_sdk.embedder import load_embedder
+from persona_sdk.decoding.embedder import load_embedder
 from persona_sdk.evals.reward import expected_accuracy
-from persona_sdk.features import EmbeddingStyleFeaturizer
-from persona_sdk.posterior import fit_posterior, sigmoid
-from persona_sdk.reward_pool import RewardWorld, bt_labels
-from persona_sdk.simulate import archetype_matrix, calibrate_beta, make_reward_population
+from persona_sdk.reward.features import EmbeddingStyleFeaturizer
+from persona_sdk.reward.posterior import fit_posterior, sigmoid
+from persona_sdk.simulation.users import archetype_matrix, calibrate_beta, make_reward_population
+from persona_sdk.simulation.world import RewardWorld, bt_labels
 
 SHOTS = (0, 1, 2, 4, 8, 16)
 

@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
         retrain: bool = typer.Option(False, help="Train the --direction adapters again even "
                                      "if finished; the other directions are kept."),
         pool: Path = typer.Option(None, "--pool", help="Replies to rank (pool JSONL from "
-                                  "`python -m persona_sdk.simulate_pool`; with "
+                                  "`python -m persona_sdk.simulation.pool_builder`; with "
                                   "--samples-per-prompt, only its prompts); default: the "
                                   "shipped pool, sampled from the embedded model."),
         samples_per_prompt: int = typer.Option(0, help="Rank the base model's own replies "
@@ -60,9 +60,8 @@ def register(app: typer.Typer) -> None:
         from persona_sdk.adapters.build import build_basis_adapters
         from persona_sdk.adapters.config import BuildConfig, DPOConfig, LoraSpec
         from persona_sdk.adapters.manager import BASIS_ADAPTERS_DIR
-        from persona_sdk.models import load_model
-        from persona_sdk.reward_pool import RewardWorld
-        from persona_sdk.simulate_pool import read_pool
+        from persona_sdk.decoding.models import load_model
+        from persona_sdk.reward.pool import FeaturizedPool, read_pool
 
         config = BuildConfig(
             lora=LoraSpec(rank=validate_int(rank, "rank", low=1, high=256),
@@ -88,7 +87,7 @@ def register(app: typer.Typer) -> None:
         with open_persona(ctx) as persona:
             basis = persona.rewards.basis
             entries = read_pool(pool) if pool is not None else None
-            world = RewardWorld.build(persona.rewards.featurizer, entries)
+            world = FeaturizedPool.build(persona.rewards.featurizer, entries)
             host = load_model(settings.model, settings.device, shared=False)
             target = out or persona.data_dir / BASIS_ADAPTERS_DIR
             manifest = build_basis_adapters(host, basis, world, target, config,
@@ -187,11 +186,11 @@ def register(app: typer.Typer) -> None:
             pairs = len(persona.store.memories(user.id, kind="pair"))
             if background:
                 if pairs < min_pairs:  # refuse now, not in a detached process
-                    finetune_user(persona, user.id, config, min_pairs, progress=False)
+                    finetune_user(persona.adapters, user.id, config, min_pairs, progress=False)
                 pid = _spawn(persona, ctx, user.id, min_pairs, steps, learning_rate)
                 result = {"user_id": user.id, "background": True, "pid": pid}
             else:
-                result = finetune_user(persona, user.id, config, min_pairs, progress=not json_)
+                result = finetune_user(persona.adapters, user.id, config, min_pairs, progress=not json_)
         if json_:
             emit_json(result)
         elif background:

@@ -136,7 +136,7 @@ def register(app: typer.Typer) -> None:
         """Few-shot reward accuracy for unseen users: SDK vs baselines, active vs random."""
         from persona_sdk.evals.plots import plot_reward_accuracy, png_path
         from persona_sdk.evals.reward import LABELS, RewardEvalConfig, run_reward_eval
-        from persona_sdk.reward_pool import RewardWorld
+        from persona_sdk.simulation.world import RewardWorld
 
         config = RewardEvalConfig(
             users=validate_int(users, "users", low=1, high=10_000),

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from persona_sdk.memory.retrieval import RetrievedRule
 from persona_sdk.memory.store import Memory
-from persona_sdk.reward import RewardProfile
+from persona_sdk.reward.rewards import RewardProfile
 
 console = Console()
 err_console = Console(stderr=True)

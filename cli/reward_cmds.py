@@ -115,9 +115,9 @@ def register(app: typer.Typer) -> None:
         json_: bool = JsonOption,
     ) -> None:  # fmt: skip
         """Fit a reward basis on your own population's pairs."""
-        from persona_sdk.basis_fit import BasisConfig, fit_reward_basis
-        from persona_sdk.population import featurize_population, read_population
-        from persona_sdk.reward import DATA_DIR_BASIS
+        from persona_sdk.reward.fit import BasisConfig, fit_reward_basis
+        from persona_sdk.reward.population import featurize_population, read_population
+        from persona_sdk.reward.rewards import DATA_DIR_BASIS
 
         config = BasisConfig(rank=validate_int(rank, "rank", low=1, high=64),
                              steps=validate_int(steps, "steps", low=1, high=100_000))  # fmt: skip

@@ -7,12 +7,9 @@ rebuilt. Doctor never deletes a memory.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from persona_sdk.memory.service import MemoryService
 from persona_sdk.memory.store import SCHEMA_VERSION
-
-if TYPE_CHECKING:
-    from persona_sdk.persona import Persona
 
 
 @dataclass
@@ -33,8 +30,8 @@ class DoctorReport:
         return {"ok": self.ok, "checks": self.checks}
 
 
-def _missing_embeddings(persona: Persona, repair: bool, report: DoctorReport) -> None:
-    store = persona.store
+def _missing_embeddings(memory: MemoryService, repair: bool, report: DoctorReport) -> None:
+    store = memory.store
     rows = store.query(
         "SELECT id, user_id, kind, text, prompt, context FROM memories "
         "WHERE embedding IS NULL OR (kind = 'rule' AND text_embedding IS NULL)"
@@ -44,7 +41,7 @@ def _missing_embeddings(persona: Persona, repair: bool, report: DoctorReport) ->
         return
     if repair:
         texts = [r[5] or r[4] or r[3] for r in rows] + [r[3] or "" for r in rows]
-        vectors = persona.embedder.encode(texts)
+        vectors = memory.embedder.encode(texts)
         with store.transaction() as conn:
             for i, (memory_id, _, kind, _, _, context) in enumerate(rows):
                 retrieval = vectors[i] if kind != "rule" or context else vectors[len(rows) + i]
@@ -60,21 +57,21 @@ def _missing_embeddings(persona: Persona, repair: bool, report: DoctorReport) ->
             for user_id in {r[1] for r in rows}:  # other processes' caches must reload
                 store.bump_version(conn, user_id)
         for user_id in {r[1] for r in rows}:
-            persona.indexes.refresh(user_id)
+            memory.indexes.refresh(user_id)
     report.add("embeddings", "missing", f"{len(rows)} memories lacked embeddings", repair)
 
 
-def run_doctor(persona: Persona, repair: bool = True) -> DoctorReport:
+def run_doctor(memory: MemoryService, repair: bool = True) -> DoctorReport:
     """Check the store, its embedder, every user's index and stray files."""
     report = DoctorReport()
-    store = persona.store
+    store = memory.store
     integrity = store.query("PRAGMA quick_check")[0][0]
     report.add("sqlite", "ok" if integrity == "ok" else "corrupt", integrity)
     version = store.query("SELECT MAX(version) FROM schema_version")[0][0]
     report.add("schema", "ok" if version == SCHEMA_VERSION else "outdated", f"version {version}")
-    report.add("embedder", "ok", persona.embedder.identity)  # raises StoreError on a mismatch
-    _missing_embeddings(persona, repair, report)
-    indexes = persona.indexes
+    report.add("embedder", "ok", memory.embedder.identity)  # raises StoreError on a mismatch
+    _missing_embeddings(memory, repair, report)
+    indexes = memory.indexes
     for user_id in store.users():
         state = indexes.inspect(user_id)
         if state != "ok" and repair:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from persona_sdk.style import StyleProfile, measure
+from persona_sdk.text.style import StyleProfile, measure
 
 # feature -> (rule text when the user wants more of it, rule text when they want less)
 TEMPLATES: dict[str, tuple[str, str]] = {

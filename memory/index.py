@@ -22,6 +22,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from persona_sdk.config import file_sha256
 from persona_sdk.memory.store import MemoryStore, UserWrite, Write
 
 INDEX_DIRNAME = "indexes"
@@ -45,15 +46,6 @@ _single_threaded_faiss()
 def user_file_stem(user_id: str) -> str:
     """A filesystem-safe, case-safe name for a user's derived files."""
     return hashlib.sha256(user_id.encode("utf-8")).hexdigest()[:32]
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

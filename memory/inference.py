@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from persona_sdk.generation import BatchGeneration, SamplingParams
-from persona_sdk.models import ModelHost
+from persona_sdk.decoding.loop import BatchGeneration, SamplingParams
+from persona_sdk.decoding.models import ModelHost
 
 _INSTRUCTION = (
     "A user rewrote an assistant's reply. Compare the two versions and state the user's "

@@ -97,6 +97,37 @@ class MemoryStore:
         with self._lock:
             return self.db.execute(sql, params).fetchall()
 
+    # -- reward features of pairs (derived; see persona_sdk.reward.rewards) -------------
+
+    def pair_features(
+        self, user_id: str, featurizer: str
+    ) -> list[tuple[int, str, str, str, np.ndarray | None]]:
+        """Every pair of the user, oldest first: ``(id, prompt, chosen, rejected, z)`` with
+        ``z = φ(chosen) − φ(rejected)`` under ``featurizer`` when stored, else ``None``."""
+        rows = self.query(
+            "SELECT m.id, m.prompt, m.chosen, m.rejected, f.z FROM memories m "
+            "LEFT JOIN pair_features f ON f.memory_id = m.id AND f.featurizer = ? "
+            "WHERE m.user_id = ? AND m.kind = 'pair' ORDER BY m.id",
+            (featurizer, user_id),
+        )
+        return [(i, p, c, r, from_blob(z)) for i, p, c, r, z in rows]
+
+    def save_pair_features(
+        self, user_id: str, featurizer: str, features: dict[int, np.ndarray]
+    ) -> None:
+        """Store computed pair features, skipping pairs deleted meanwhile."""
+        with self.transaction() as conn:
+            live = {
+                row[0]
+                for row in conn.execute(
+                    "SELECT id FROM memories WHERE user_id = ? AND kind = 'pair'", (user_id,)
+                )
+            }
+            conn.executemany(
+                "INSERT OR REPLACE INTO pair_features VALUES (?, ?, ?, ?)",
+                [(i, user_id, featurizer, to_blob(z)) for i, z in features.items() if i in live],
+            )
+
     def _migrate(self) -> None:
         with self.transaction() as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")

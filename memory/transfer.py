@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from persona_sdk.errors import InvalidInputError
 from persona_sdk.memory.edits import is_template
-from persona_sdk.memory.store import KINDS, SOURCES
+from persona_sdk.memory.service import MemoryService
+from persona_sdk.memory.store import KINDS, SOURCES, MemoryStore
 from persona_sdk.validation import (
     MAX_RULE_CHARS,
     MAX_TEXT_CHARS,
@@ -25,9 +25,6 @@ from persona_sdk.validation import (
     validate_text,
     validate_user_id,
 )
-
-if TYPE_CHECKING:
-    from persona_sdk.persona import Persona
 
 FORMAT = "persona-sdk/user"
 FORMAT_VERSION = 1
@@ -48,10 +45,10 @@ COPIED_FIELDS = (
 FIELDS = ("ref", *COPIED_FIELDS, "superseded_by", "origin")
 
 
-def export_lines(persona: Persona, user_id: str) -> Iterator[str]:
+def export_lines(store: MemoryStore, user_id: str) -> Iterator[str]:
     """JSON lines for one user: a header, then every memory oldest first."""
-    persona.store.require_user(user_id)
-    memories = persona.store.memories(user_id)
+    store.require_user(user_id)
+    memories = store.memories(user_id)
     refs = {m.id: n for n, m in enumerate(memories, start=1)}
     yield json.dumps(
         {
@@ -176,9 +173,9 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not allowed")
 
 
-def import_records(persona: Persona, user_id: str, records: list[dict]) -> list[int]:
+def import_records(memory: MemoryService, user_id: str, records: list[dict]) -> list[int]:
     """Store validated records as a new user in one transaction; returns the new ids."""
-    if persona.store.user_exists(user_id):
+    if memory.store.user_exists(user_id):
         raise InvalidInputError(
             f"user {user_id!r} already exists; forget it first or import under another id"
         )
@@ -187,8 +184,8 @@ def import_records(persona: Persona, user_id: str, records: list[dict]) -> list[
         to_embed.append(record.get("context") or record.get("prompt") or record["text"])
         if record["kind"] == "rule":
             to_embed.append(record["text"])
-    vectors = iter(persona.embedder.encode(to_embed))
-    with persona.store.user_write(user_id) as session:
+    vectors = iter(memory.embedder.encode(to_embed))
+    with memory.store.user_write(user_id) as session:
         if session.starting_version() != 0:  # created meanwhile by another writer: no merge
             raise InvalidInputError(f"user {user_id!r} already exists; import under another id")
         ids: list[int] = []
@@ -210,5 +207,5 @@ def import_records(persona: Persona, user_id: str, records: list[dict]) -> list[
             links = {k: ids[v - 1] for k, v in links.items() if v is not None}
             if links:
                 session.update(new_id, **links)
-    persona.indexes.refresh(user_id)
+    memory.indexes.refresh(user_id)
     return ids

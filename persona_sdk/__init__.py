@@ -9,7 +9,6 @@ Start with :class:`Persona`::
     print(p.generate("alice", "Why is the sky blue?").text)
 """
 
-from persona_sdk.basis import RewardBasis
 from persona_sdk.config import GenerationConfig, RetrievalConfig
 from persona_sdk.errors import (
     AdapterError,
@@ -31,7 +30,8 @@ from persona_sdk.memory.retrieval import RetrievedRule
 from persona_sdk.memory.store import Memory
 from persona_sdk.persona import Persona
 from persona_sdk.reply import Reply, ReplyStream
-from persona_sdk.reward import Question, RewardProfile
+from persona_sdk.reward.basis import RewardBasis
+from persona_sdk.reward.rewards import Question, RewardProfile
 from persona_sdk.user import Explanation, User
 
 __version__ = "0.1.0"

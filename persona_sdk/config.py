@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
@@ -19,6 +21,20 @@ def default_cache_dir() -> Path:
     return Path(
         os.environ.get("PERSONA_CACHE") or Path.home() / ".cache" / "persona-sdk"
     ).expanduser()
+
+
+def package_data(*parts: str) -> Path:
+    """A file shipped in the package's ``data`` folder (the one place that knows where)."""
+    return Path(str(resources.files("persona_sdk").joinpath("data", *parts)))
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @dataclass

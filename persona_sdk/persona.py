@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import contextlib
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -11,28 +10,30 @@ from pathlib import Path
 
 import numpy as np
 
+from persona_sdk.adapters.guidance import RowPlan, guided_forward
 from persona_sdk.adapters.manager import UserAdapters
-from persona_sdk.basis import RewardBasis
+from persona_sdk.adapters.serving import AdapterServer, server_for
 from persona_sdk.config import GenerationConfig, MemoryConfig, RetrievalConfig, default_data_dir
-from persona_sdk.embedder import Embedder, load_embedder
+from persona_sdk.decoding.embedder import Embedder, load_embedder
+from persona_sdk.decoding.loop import BatchGeneration, SamplingParams, sampling_params
+from persona_sdk.decoding.models import Message, ModelHost, load_model
+from persona_sdk.decoding.prompting import build_messages, normalise_messages, retrieval_query
 from persona_sdk.errors import InvalidInputError, StoreError
-from persona_sdk.features import Featurizer
-from persona_sdk.generation import BatchGeneration, SamplingParams, sampling_params
-from persona_sdk.guidance import RowPlan, guided_forward
-from persona_sdk.memory.consolidation import Outcome, RuleSet
-from persona_sdk.memory.doctor import DoctorReport
+from persona_sdk.memory.doctor import DoctorReport, run_doctor
 from persona_sdk.memory.index import IndexManager
-from persona_sdk.memory.retrieval import RetrievedRule, Retriever
-from persona_sdk.memory.store import Memory, MemoryStore, UserWrite
-from persona_sdk.models import Message, ModelHost, load_model
-from persona_sdk.prompting import build_messages, normalise_messages, retrieval_query
+from persona_sdk.memory.inference import infer_preference_phrase
+from persona_sdk.memory.retrieval import RetrievedRule
+from persona_sdk.memory.service import MemoryService
+from persona_sdk.memory.store import MemoryStore
+from persona_sdk.memory.transfer import export_lines, import_records, parse_lines
 from persona_sdk.reply import Reply, ReplyStream
-from persona_sdk.reward import Rewards
+from persona_sdk.reward.basis import RewardBasis
+from persona_sdk.reward.features import Featurizer
+from persona_sdk.reward.rewards import Rewards
 from persona_sdk.user import User
 from persona_sdk.validation import validate_number, validate_user_id
 
 Prompt = str | Sequence[Message]
-RULE_SET_CACHE_USERS = 64  # users whose valid rules stay in memory between writes
 
 
 @dataclass
@@ -72,19 +73,25 @@ class Persona:
     ):
         self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
         self.store = MemoryStore(self.data_dir)
-        self.retrieval = retrieval or RetrievalConfig()
-        self.generation = generation or GenerationConfig()
-        self.memory = memory or MemoryConfig()
+        self.retrieval_config = retrieval or RetrievalConfig()
+        self.generation_config = generation or GenerationConfig()
+        self.memory_config = memory or MemoryConfig()
         self._model_spec, self._device, self._dtype = model, device, dtype
         self._host = model if isinstance(model, ModelHost) else None
         self._embedder_spec = embedder
         self._embedder = embedder if isinstance(embedder, Embedder) else None
         self._embedder_checked = False
-        self._indexes: IndexManager | None = None
-        self._retriever: Retriever | None = None
-        self._rule_sets: dict[str, RuleSet] = {}
-        self.rewards = Rewards(self, basis, featurizer)
-        self.adapters = UserAdapters(self, adapters)
+        self.memory = MemoryService(
+            self.store, lambda: self.embedder, self.memory_config, self.retrieval_config,
+            self._infer_phrase,
+        )  # fmt: skip
+        self.rewards = Rewards(self.store, lambda: self.embedder, self.data_dir, basis, featurizer)
+        self.adapters = UserAdapters(
+            lambda: self.host, self.rewards, self.store, self.data_dir, adapters,
+            self.generation_config.system_prompt,
+        )  # fmt: skip
+        self.memory.on_forget(self.rewards.forget)
+        self.memory.on_forget(self.adapters.forget)
         atexit.register(self.close)
 
     @classmethod
@@ -112,8 +119,7 @@ class Persona:
         atexit.unregister(self.close)
         if self.store.closed:
             return
-        if self._indexes is not None:
-            self._indexes.flush()
+        self.memory.close()
         self.store.close()
 
     # -- shared components ---------------------------------------------------------------
@@ -146,105 +152,46 @@ class Persona:
 
     @property
     def indexes(self) -> IndexManager:
-        if self._indexes is None:
-            self._indexes = IndexManager(self.store, self.embedder.dim)
-        return self._indexes
+        """Every user's derived FAISS index."""
+        return self.memory.indexes
+
+    @property
+    def adapter_server(self) -> AdapterServer:
+        """Routes each row of a forward to its user's adapter (one per model host)."""
+        return server_for(self.host)
 
     # -- users ---------------------------------------------------------------------------
 
     def user(self, user_id: str) -> User:
         """A handle on one user; nothing is stored until the user adds something."""
-        return User(self, validate_user_id(user_id))
+        return User(validate_user_id(user_id), self.memory, self.rewards)
 
     def users(self) -> list[str]:
         """Every user with stored data, sorted."""
         return self.store.users()
 
-    def _add_memories(self, user_id: str, rows: list[dict]) -> list[Memory]:
-        write = self.store.add_memories(user_id, rows)
-        searchable = [
-            (i, r["embedding"]) for i, r in zip(write.ids, rows) if r["kind"] in ("rule", "edit")
-        ]
-        self.indexes.apply(user_id, write, add=searchable)
-        return self.store.memories(user_id, ids=write.ids)
-
-    @contextlib.contextmanager
-    def _rule_write(self, user_id: str) -> Iterator[tuple[UserWrite, RuleSet]]:
-        """A user write transaction plus the user's valid rules, reused from this process's
-        previous write when nobody else wrote since (no re-read of every rule)."""
-        previous = self._rule_sets.pop(user_id, None)  # dropped if this write fails
-        with self.store.user_write(user_id) as session:
-            rules = RuleSet.resume(session, previous)
-            yield session, rules
-        rules.version = session.version
-        self._rule_sets[user_id] = rules
-        while len(self._rule_sets) > RULE_SET_CACHE_USERS:
-            self._rule_sets.pop(next(iter(self._rule_sets)))
-
-    def _mirror(
-        self, user_id: str, write: UserWrite, outcomes: list[Outcome],
-        extra: list[tuple[int, np.ndarray]] | None = None,
-    ) -> None:  # fmt: skip
-        """Apply a committed consolidation to the user's index. Outcomes of one batch can
-        touch the same rule twice (added, then superseded), so every touched id is taken
-        out and its final state is read back from SQLite."""
-        touched = {i for i, _ in extra or []}
-        for outcome in outcomes:
-            touched.update(i for i, _ in outcome.index_add)
-            touched.update(outcome.index_remove)
-        current = self.store.embeddings(user_id, sorted(touched), retrievable_only=True)
-        self.indexes.apply(user_id, write, remove=sorted(touched), add=sorted(current.items()))
-
     def _infer_phrase(self, response: str, edited: str) -> str | None:
         """One short LLM-written preference phrase for an edit, when enabled."""
-        if not self.memory.infer_with_llm:
+        if not self.memory_config.infer_with_llm:
             return None
-        from persona_sdk.memory.inference import infer_preference_phrase
-
-        spec = self.memory.inference_model
+        spec = self.memory_config.inference_model
         host = self.host if spec is None else load_model(spec, self._device, self._dtype)
         return infer_preference_phrase(host, response, edited)
 
-    def _retrieve(self, user_id: str, query: str) -> list[RetrievedRule]:
-        if not self.store.user_exists(user_id):
-            return []
-        if self._retriever is None:
-            self._retriever = Retriever(self.store, self.indexes, self.retrieval)
-        return self._retriever.retrieve(user_id, self.embedder.encode_one(query))
-
     def export_user(self, user_id: str) -> Iterator[str]:
         """One user as JSON lines (a header, then each memory); see :meth:`import_user`."""
-        from persona_sdk.memory.transfer import export_lines
-
-        return export_lines(self, validate_user_id(user_id))
+        return export_lines(self.store, validate_user_id(user_id))
 
     def import_user(self, lines: Iterable[str | bytes], user_id: str | None = None) -> User:
         """Create a user from an export; ``user_id`` renames it. All or nothing."""
-        from persona_sdk.memory.transfer import import_records, parse_lines
-
         exported_id, records = parse_lines(lines)
         target = validate_user_id(user_id) if user_id is not None else exported_id
-        import_records(self, target, records)
+        import_records(self.memory, target, records)
         return self.user(target)
 
     def doctor(self, repair: bool = True) -> DoctorReport:
         """Check the store and its derived indexes; rebuild whatever is missing or stale."""
-        from persona_sdk.memory.doctor import run_doctor
-
-        return run_doctor(self, repair=repair)
-
-    def _forget(self, user_id: str) -> None:
-        self.store.require_user(user_id)
-        # Derived state goes first: whatever happens to the database step, no index file
-        # or cache keeps the user's vectors.
-        self.indexes.drop(user_id)
-        self._rule_sets.pop(user_id, None)
-        self.rewards.forget(user_id)
-        self.adapters.forget(user_id)
-        if self._retriever is not None:
-            self._retriever.forget(user_id)
-        self.store.delete_user(user_id)
-        self.indexes.drop(user_id)  # a flush racing with us may have rewritten the file
+        return run_doctor(self.memory, repair=repair)
 
     # -- generation ----------------------------------------------------------------------
 
@@ -252,7 +199,7 @@ class Persona:
         self, user_id: str, prompt: Prompt, params: SamplingParams, strength: float = 0.0
     ) -> _Request:
         user_id = validate_user_id(user_id)
-        strength = validate_number(strength, "strength", low=0.0, high=self.generation.max_strength)
+        strength = validate_number(strength, "strength", low=0.0, high=self.generation_config.max_strength)
         start = time.perf_counter()
         full, rules, query = self._personalized_messages(user_id, prompt)
         retrieve_ms = (time.perf_counter() - start) * 1000
@@ -340,10 +287,10 @@ class Persona:
         started = time.perf_counter()
         if stream and best_of != 1:
             raise InvalidInputError("best_of > 1 picks a reply at the end; it cannot stream")
-        params = sampling_params(self.generation, self.host.max_context, best_of, max_new_tokens,
+        params = sampling_params(self.generation_config, self.host.max_context, best_of, max_new_tokens,
                                  temperature, top_p, seed, stop)  # fmt: skip
         request = self._request(user_id, prompt, params, strength)
-        forward = guided_forward(self.host, self.adapters.server, [request.plan] * best_of)
+        forward = guided_forward(self.host, self.adapter_server, [request.plan] * best_of)
         gen = BatchGeneration(self.host, [request.token_ids] * best_of, params, forward)
         if not stream:
             gen.run()
@@ -374,12 +321,12 @@ class Persona:
         if len(strengths) != len(requests):
             raise InvalidInputError("give one strength, or one per request")
         started = time.perf_counter()
-        params = sampling_params(self.generation, self.host.max_context, best_of, max_new_tokens,
+        params = sampling_params(self.generation_config, self.host.max_context, best_of, max_new_tokens,
                                  temperature, top_p, seed, stop)  # fmt: skip
         prepared = [self._request(user_id, prompt, params, a)
                     for (user_id, prompt), a in zip(requests, strengths)]  # fmt: skip
         plans = [r.plan for r in prepared for _ in range(best_of)]
-        forward = guided_forward(self.host, self.adapters.server, plans)
+        forward = guided_forward(self.host, self.adapter_server, plans)
         prompts = [r.token_ids for r in prepared for _ in range(best_of)]
         gen = BatchGeneration(self.host, prompts, params, forward)
         gen.run()
@@ -396,5 +343,5 @@ class Persona:
         the rules, and the query they were retrieved for."""
         messages = normalise_messages(prompt)
         query = retrieval_query(messages)
-        rules = self._retrieve(user_id, query)
-        return build_messages(messages, rules, self.generation.system_prompt), rules, query
+        rules = self.memory.retrieve(user_id, query)
+        return build_messages(messages, rules, self.generation_config.system_prompt), rules, query

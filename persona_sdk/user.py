@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from persona_sdk.errors import InvalidInputError
-from persona_sdk.memory.consolidation import NewRule, Outcome, consolidate
-from persona_sdk.memory.edits import analyse_edit, classify_rule
 from persona_sdk.memory.retrieval import RetrievedRule
+from persona_sdk.memory.service import EditResult, MemoryService
 from persona_sdk.memory.store import KINDS, SOURCES, Memory
-from persona_sdk.reward import Question, RewardProfile
+from persona_sdk.reward.rewards import Question, RewardProfile, Rewards
 from persona_sdk.validation import (
     MAX_RULE_CHARS,
     MAX_TEXT_CHARS,
     validate_optional_text,
     validate_text,
 )
-
-if TYPE_CHECKING:
-    from persona_sdk.persona import Persona
 
 RuleSpec = str | tuple[str, str | None]
 
@@ -41,22 +36,7 @@ class Explanation:
         }
 
 
-@dataclass
-class EditResult:
-    """What one edit stored: the edit, its pair (edited ≻ original) and the rules it taught."""
-
-    memory: Memory
-    pair: Memory
-    inferred_rules: list[Memory]
-    outcomes: list[Outcome] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return {
-            "memory": self.memory.to_dict(),
-            "pair": self.pair.to_dict(),
-            "inferred_rules": [r.to_dict() for r in self.inferred_rules],
-            "outcomes": [o.to_dict() for o in self.outcomes],
-        }
+__all__ = ["EditResult", "Explanation", "User"]
 
 
 def _rule_spec(spec: RuleSpec) -> tuple[str, str | None]:
@@ -78,9 +58,10 @@ def _pair_texts(prompt: object, chosen: object, rejected: object) -> tuple[str, 
 class User:
     """Handle on one user's memory. Get it from :meth:`Persona.user`; it is cheap."""
 
-    def __init__(self, persona: Persona, user_id: str):
-        self._persona = persona
+    def __init__(self, user_id: str, memory: MemoryService, rewards: Rewards):
         self.id = user_id
+        self._memory = memory
+        self._rewards = rewards
 
     def __repr__(self) -> str:
         return f"User({self.id!r})"
@@ -88,7 +69,7 @@ class User:
     @property
     def exists(self) -> bool:
         """True once anything was stored for this user."""
-        return self._persona.store.user_exists(self.id)
+        return self._memory.store.user_exists(self.id)
 
     # -- rules ---------------------------------------------------------------------------
 
@@ -113,36 +94,16 @@ class User:
         Returns the stored or reinforced rules in order; ignored ones are left out."""
         if source not in SOURCES:
             raise InvalidInputError(f"source must be one of {SOURCES}, not {source!r}")
+        if isinstance(rules, (str, bytes)):
+            raise InvalidInputError("add_rules takes a list of rules; use add_rule for one")
         specs = [_rule_spec(spec) for spec in rules]
         if not specs:
             return []
-        persona = self._persona
-        texts = [t for t, _ in specs]
-        contexts = [c for _, c in specs if c is not None]
-        vectors = persona.embedder.encode(texts + contexts)
-        context_vectors = iter(vectors[len(texts) :])
-        new_rules = [
-            NewRule(
-                text,
-                source,
-                1.0 if source == "stated" else 0.7,
-                classify_rule(text),
-                context,
-                vectors[i],
-                next(context_vectors) if context else None,
-            )
-            for i, (text, context) in enumerate(specs)
-        ]
-        with persona._rule_write(self.id) as (session, rule_set):
-            outcomes = [consolidate(session, r, persona.memory, rule_set) for r in new_rules]
-        persona._mirror(self.id, session, outcomes)
-        ids = [o.rule_id for o in outcomes if o.rule_id is not None]
-        found = {m.id: m for m in persona.store.memories(self.id, ids=ids)}
-        return [found[i] for i in ids]
+        return self._memory.add_rules(self.id, specs, source)
 
     def rules(self, include_superseded: bool = False) -> list[Memory]:
         """The user's rules, oldest first; superseded ones only when asked."""
-        return self._persona.store.memories(
+        return self._memory.store.memories(
             self.id, kind="rule", include_superseded=include_superseded
         )
 
@@ -161,22 +122,9 @@ class User:
         checked = [_pair_texts(*pair) for pair in pairs]
         if not checked:
             return []
-        self._persona.rewards.check()  # a basis that cannot be used fails before any write
-        vectors = self._persona.embedder.encode([p for p, _, _ in checked])
-        rows = [
-            {
-                "kind": "pair",
-                "source": source,
-                "prompt": p,
-                "chosen": c,
-                "rejected": r,
-                "context": p,
-                "embedding": v,
-            }
-            for (p, c, r), v in zip(checked, vectors)
-        ]
-        stored = self._persona._add_memories(self.id, rows)
-        self._persona.rewards.refit(self.id)
+        self._rewards.check()  # a basis that cannot be used fails before any write
+        stored = self._memory.add_pairs(self.id, checked, source)
+        self._rewards.refit(self.id)
         return stored
 
     def add_edit(
@@ -190,94 +138,32 @@ class User:
         """
         prompt, edited, response = _pair_texts(prompt, edited, response)
         context = validate_optional_text(context, "context", MAX_TEXT_CHARS) or prompt
-        persona = self._persona
-        persona.rewards.check()
-        candidates = analyse_edit(response, edited)
-        phrase = persona._infer_phrase(response, edited)
-        vectors = persona.embedder.encode(
-            [context] + [c.text for c in candidates] + ([phrase] if phrase else [])
-        )
-        context_vector = vectors[0]
-        with persona._rule_write(self.id) as (session, rule_set):
-            edit_id = session.insert(
-                {
-                    "kind": "edit",
-                    "prompt": prompt,
-                    "chosen": edited,
-                    "rejected": response,
-                    "context": context,
-                    "embedding": context_vector,
-                }
-            )
-            pair_id = session.insert(
-                {
-                    "kind": "pair",
-                    "source": "inferred",
-                    "prompt": prompt,
-                    "chosen": edited,
-                    "rejected": response,
-                    "context": context,
-                    "origin_id": edit_id,
-                    "embedding": context_vector,
-                }
-            )
-            rules = [
-                NewRule(
-                    c.text,
-                    "inferred",
-                    c.confidence,
-                    c.template,
-                    context,
-                    vectors[i + 1],
-                    context_vector,
-                    edit_id,
-                )
-                for i, c in enumerate(candidates)
-            ]
-            if phrase:
-                rules.append(
-                    NewRule(
-                        phrase,
-                        "inferred",
-                        0.5,
-                        classify_rule(phrase),
-                        context,
-                        vectors[-1],
-                        context_vector,
-                        edit_id,
-                    )
-                )
-            outcomes = [consolidate(session, r, persona.memory, rule_set) for r in rules]
-        persona._mirror(self.id, session, outcomes, extra=[(edit_id, context_vector)])
-        rule_ids = [o.rule_id for o in outcomes if o.rule_id is not None]
-        stored = {
-            m.id: m for m in persona.store.memories(self.id, ids=[edit_id, pair_id, *rule_ids])
-        }
-        learned = [stored[i] for i in rule_ids]
-        persona.rewards.refit(self.id)
-        return EditResult(stored[edit_id], stored[pair_id], learned, outcomes)
+        self._rewards.check()
+        result = self._memory.add_edit(self.id, prompt, response, edited, context)
+        self._rewards.refit(self.id)
+        return result
 
     # -- reward model --------------------------------------------------------------------
 
     def score(self, prompt: str, response: str) -> float:
         """The user's reward for ``response`` to ``prompt`` (higher: more to their taste)."""
         prompt, response = validate_text(prompt, "prompt"), validate_text(response, "response")
-        return float(self._persona.rewards.scores(self.id, prompt, [response])[0])
+        return float(self._rewards.scores(self.id, prompt, [response])[0])
 
     def prefer(self, prompt: str, a: str, b: str) -> float:
         """P(the user prefers ``a`` over ``b`` as a reply to ``prompt``), in [0, 1]."""
         prompt, a, b = validate_text(prompt, "prompt"), validate_text(a, "a"), validate_text(b, "b")
-        return self._persona.rewards.prefer(self.id, prompt, a, b)
+        return self._rewards.prefer(self.id, prompt, a, b)
 
     @property
     def weights(self) -> dict[str, float]:
         """The user's weight on each named reward axis (the population mean until the user
         has pairs); refit after every :meth:`add_pair` and :meth:`add_edit`."""
-        return self._persona.rewards.profile(self.id).as_dict()
+        return self._rewards.profile(self.id).as_dict()
 
     def reward_profile(self) -> RewardProfile:
         """Axis weights with their uncertainty, the pair count and whether it is personal."""
-        return self._persona.rewards.profile(self.id)
+        return self._rewards.profile(self.id)
 
     def next_question(
         self, prompt: str | None = None, replies: Sequence[str] | None = None
@@ -290,7 +176,7 @@ class User:
             prompt = validate_text(prompt, "prompt")
         if replies is not None:
             replies = [validate_text(r, "reply") for r in replies]
-        return self._persona.rewards.next_question(self.id, prompt, replies)
+        return self._rewards.next_question(self.id, prompt, replies)
 
     # -- reading and deleting ------------------------------------------------------------
 
@@ -298,7 +184,7 @@ class User:
         """Every memory of the user, or only one ``kind`` (rule, pair or edit)."""
         if kind is not None and kind not in KINDS:
             raise InvalidInputError(f"kind must be one of {KINDS}, not {kind!r}")
-        return self._persona.store.memories(self.id, kind=kind)
+        return self._memory.store.memories(self.id, kind=kind)
 
     def delete_memory(self, memory_id: int) -> None:
         """Delete one memory of this user (raises ``MemoryNotFoundError`` otherwise).
@@ -308,16 +194,13 @@ class User:
         """
         if isinstance(memory_id, bool) or not isinstance(memory_id, int):
             raise InvalidInputError(f"memory id must be an integer, not {memory_id!r}")
-        persona = self._persona
-        write = persona.store.delete_memory(self.id, memory_id)
-        restored = persona.store.embeddings(self.id, write.restored)
-        persona.indexes.apply(self.id, write, remove=write.ids, add=list(restored.items()))
+        self._memory.delete_memory(self.id, memory_id)
 
     def explain(self, prompt: str) -> Explanation:
         """The rules a request with ``prompt`` would put in the system prompt, with similarities."""
         prompt = validate_text(prompt, "prompt")
-        return Explanation(self.id, prompt, self._persona._retrieve(self.id, prompt))
+        return Explanation(self.id, prompt, self._memory.retrieve(self.id, prompt))
 
     def forget(self) -> None:
         """Delete every trace of the user: rows, vectors, index files and caches."""
-        self._persona._forget(self.id)
+        self._memory.forget(self.id)

@@ -95,14 +95,14 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_host(tiny_model_dir):
-    from persona_sdk.models import load_model
+    from persona_sdk.decoding.models import load_model
 
     return load_model(str(tiny_model_dir), device="cpu")
 
 
 @pytest.fixture(scope="session")
 def embedder():
-    from persona_sdk.embedder import load_embedder
+    from persona_sdk.decoding.embedder import load_embedder
 
     return load_embedder(None, "cpu")
 
@@ -157,9 +157,9 @@ PAIRS = [
 
 @pytest.fixture(scope="session")
 def world(embedder):
-    from persona_sdk.features import EmbeddingStyleFeaturizer
-    from persona_sdk.reward_pool import RewardWorld
-    from persona_sdk.simulate_pool import load_pool
+    from persona_sdk.reward.features import EmbeddingStyleFeaturizer
+    from persona_sdk.reward.pool import load_pool
+    from persona_sdk.simulation.world import RewardWorld
 
     entries = load_pool()
     prompts = list(dict.fromkeys(e.prompt for e in entries))[:12]
@@ -173,8 +173,8 @@ def built(tmp_path_factory, tiny_model_dir, world, embedder):
     """Basis adapters for the tiny model and the shipped basis: 2 DPO steps per direction."""
     from persona_sdk.adapters.build import build_basis_adapters
     from persona_sdk.adapters.config import BuildConfig, DPOConfig, LoraSpec
-    from persona_sdk.basis import RewardBasis, default_basis_path
-    from persona_sdk.models import load_model
+    from persona_sdk.decoding.models import load_model
+    from persona_sdk.reward.basis import RewardBasis, default_basis_path
 
     out = tmp_path_factory.mktemp("basis-adapters")
     host = load_model(str(tiny_model_dir), device="cpu", shared=False)

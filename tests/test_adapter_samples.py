@@ -13,9 +13,9 @@ from persona_sdk import AdapterError, InvalidInputError
 from persona_sdk.adapters.build import build_basis_adapters, is_held_out
 from persona_sdk.adapters.config import BuildConfig, DPOConfig, LoraSpec
 from persona_sdk.adapters.samples import SAMPLES_FILE
-from persona_sdk.basis import RewardBasis, default_basis_path
-from persona_sdk.features import EmbeddingStyleFeaturizer
-from persona_sdk.models import load_model
+from persona_sdk.decoding.models import load_model
+from persona_sdk.reward.basis import RewardBasis, default_basis_path
+from persona_sdk.reward.features import EmbeddingStyleFeaturizer
 
 
 def test_on_policy_build_samples_once_and_records_it(

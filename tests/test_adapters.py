@@ -16,7 +16,7 @@ from persona_sdk.adapters.combine import coefficients, truncate
 from persona_sdk.adapters.config import BuildConfig, DPOConfig, LoraSpec
 from persona_sdk.adapters.manifest import MANIFEST, model_fingerprint
 from persona_sdk.adapters.serving import AdapterServer, module_name
-from persona_sdk.models import load_model
+from persona_sdk.decoding.models import load_model
 
 
 def test_build_writes_manifest_and_resumes(built, tiny_host, world, tiny_model_dir):
@@ -29,7 +29,7 @@ def test_build_writes_manifest_and_resumes(built, tiny_host, world, tiny_model_d
         assert (out / entry["folder"] / "adapter_config.json").is_file()
         assert entry["stats"]["steps"] == 2 and entry["stats"]["pairs"] > 0
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")}
-    from persona_sdk.basis import RewardBasis, default_basis_path
+    from persona_sdk.reward.basis import RewardBasis, default_basis_path
 
     host = load_model(str(tiny_model_dir), device="cpu", shared=False)
     again = build_basis_adapters(
@@ -42,7 +42,7 @@ def test_build_writes_manifest_and_resumes(built, tiny_host, world, tiny_model_d
 def test_retrain_replaces_only_the_named_directions(built, tiny_model_dir, world, tmp_path):
     import shutil
 
-    from persona_sdk.basis import RewardBasis, default_basis_path
+    from persona_sdk.reward.basis import RewardBasis, default_basis_path
 
     out = tmp_path / "adapters"
     shutil.copytree(built[0], out)
@@ -118,7 +118,7 @@ def test_contrast_pairs_put_the_best_reply_over_another_prompts_best(world):
 
 
 def test_nearest_pairing_picks_the_minimal_pair():
-    from persona_sdk.reward_pool import RewardWorld
+    from persona_sdk.simulation.world import RewardWorld
 
     source = "Water boils at one hundred degrees at sea level."
     texts = [source + " Think of a kettle singing.", "Bananas are yellow and sweet fruit.",
@@ -307,11 +307,11 @@ def test_finetune_needs_pairs_then_is_served_and_forgotten(tp):
     from persona_sdk.adapters.finetune import finetune_user
 
     with pytest.raises(NotEnoughDataError, match="at least 50"):
-        finetune_user(tp, "gus", progress=False)
+        finetune_user(tp.adapters, "gus", progress=False)
 
     before = tp.adapters.resolve("gus")
     result = finetune_user(
-        tp,
+        tp.adapters,
         "gus",
         DPOConfig(steps=2, batch_pairs=2, learning_rate=0.05),
         min_pairs=3,
@@ -365,7 +365,7 @@ def test_cli_show_export_and_finetune(adapter_cli, tmp_path):
 
 
 def test_generate_uses_the_user_adapter_and_strength_zero_is_the_base(tp, tiny_host):
-    from persona_sdk.generation import BatchGeneration, SamplingParams
+    from persona_sdk.decoding.loop import BatchGeneration, SamplingParams
 
     add_pairs(tp.user("ivy"))
     base = tp.generate("ivy", "Say something", strength=0.0, max_new_tokens=12)
@@ -381,7 +381,7 @@ def test_generate_uses_the_user_adapter_and_strength_zero_is_the_base(tp, tiny_h
 
 
 def test_guided_logits_mix_base_and_adapter_in_one_forward(tp, tiny_host):
-    from persona_sdk.guidance import RowPlan, guided_forward
+    from persona_sdk.adapters.guidance import RowPlan, guided_forward
 
     add_pairs(tp.user("jo"))
     name = tp.adapters.activate("jo")

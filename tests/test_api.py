@@ -16,7 +16,7 @@ from persona_sdk import (
     ReplyStream,
     UnknownUserError,
 )
-from persona_sdk.prompting import build_messages, preference_block
+from persona_sdk.decoding.prompting import build_messages, preference_block
 
 BAD_USER_IDS = ["../x", "..", ".", "a/b", "", "x" * 129, "bob smith", "ünï", "a\x00b", None, 7]
 
@@ -68,7 +68,7 @@ def test_retrieval_dedupes_and_caps_at_top_k(persona):
     ]:
         user.add_rule(text)
     rules = user.explain("Tell me about volcanoes").rules
-    assert len(rules) == persona.retrieval.top_k
+    assert len(rules) == persona.retrieval_config.top_k
     assert len({r.text.lower().rstrip(".") for r in rules}) == len(rules)
 
 

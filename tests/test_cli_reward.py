@@ -8,7 +8,7 @@ import pytest
 from conftest import assert_error, snapshot
 from test_cli import Cli
 
-from persona_sdk.basis import RewardBasis
+from persona_sdk.reward.basis import RewardBasis
 
 
 @pytest.fixture

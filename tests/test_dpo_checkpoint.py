@@ -12,7 +12,7 @@ from conftest import PAIRS
 from persona_sdk.adapters.config import DPOConfig, LoraSpec
 from persona_sdk.adapters.dpo import PreferencePair, encode_pairs, train_dpo
 from persona_sdk.adapters.manifest import lora_config
-from persona_sdk.models import load_model
+from persona_sdk.decoding.models import load_model
 
 MARK = 123.0  # written into a checkpoint's first loss: only a resumed run carries it on
 

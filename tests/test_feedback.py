@@ -9,7 +9,7 @@ import pytest
 from persona_sdk import InvalidInputError, MemoryNotFoundError, RetrievalConfig
 from persona_sdk.memory.edits import TEMPLATES, analyse_edit, classify_rule, template_text
 from persona_sdk.memory.retrieval import Retriever
-from persona_sdk.style import STYLE_FEATURES
+from persona_sdk.text.style import STYLE_FEATURES
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -384,13 +384,13 @@ def test_top_k_is_respected(persona):
     stored = user.add_rules(texts)
     assert len({m.id for m in stored}) == len(texts)  # no two of these are duplicates
     assert len(user.explain("What should I cook tonight?").rules) == 5  # the default
-    persona.retrieval.top_k = 3
+    persona.retrieval_config.top_k = 3
     assert len(user.explain("What should I cook tonight?").rules) == 3
-    retriever = Retriever(persona.store, persona.indexes, persona.retrieval)
+    retriever = Retriever(persona.store, persona.indexes, persona.retrieval_config)
     vector = persona.embedder.encode_one("What should I cook tonight?")
     assert len(retriever.retrieve("alice", vector, top_k=8)) == 8
     assert retriever.retrieve("alice", vector, top_k=0) == []
-    persona.retrieval.top_k = 5
+    persona.retrieval_config.top_k = 5
 
 
 def test_deleting_an_edit_deletes_its_pair_and_unlinks_its_rules(persona):

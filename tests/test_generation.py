@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from persona_sdk.generation import BatchGeneration, SamplingParams, _held_back, sample_next
+from persona_sdk.decoding.loop import BatchGeneration, SamplingParams, _held_back, sample_next
 
 MESSAGES = [
     [{"role": "user", "content": "How can I sleep better?"}],

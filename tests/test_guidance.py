@@ -10,8 +10,8 @@ import pytest
 from conftest import add_pairs, assert_error
 
 from persona_sdk import InvalidInputError
-from persona_sdk.generation import BatchGeneration, SamplingParams
-from persona_sdk.guidance import RowPlan, guided_forward
+from persona_sdk.adapters.guidance import RowPlan, guided_forward
+from persona_sdk.decoding.loop import BatchGeneration, SamplingParams
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_bad_guidance_arguments_are_refused(tp, kwargs, message):
 
 
 def test_strength_cap_is_configurable(tp):
-    tp.generation.max_strength = 2.0
+    tp.generation_config.max_strength = 2.0
     with pytest.raises(InvalidInputError, match="strength must be <= 2"):
         tp.generate("dee", "hi", strength=2.5, max_new_tokens=2)
     assert tp.generate("dee", "hi", strength=2.0, max_new_tokens=2).strength == 2.0

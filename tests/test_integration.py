@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from persona_sdk import Persona
 from persona_sdk.cli.main import app
-from persona_sdk.models import EMBEDDED_MODEL, embedded_cache_path, load_model
+from persona_sdk.decoding.models import EMBEDDED_MODEL, embedded_cache_path, load_model
 
 pytestmark = pytest.mark.integration
 

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from persona_sdk import BasisError, FeaturizerMismatchError, InvalidInputError, Persona
-from persona_sdk.basis import RewardBasis, default_basis_path
 from persona_sdk.errors import PopulationDataError
-from persona_sdk.features import EmbeddingStyleFeaturizer, featurizer_hash
-from persona_sdk.population import read_population
-from persona_sdk.simulate import ATTRIBUTES, make_reward_population
-from persona_sdk.style import LEXICAL_FEATURES, STYLE_FEATURES
+from persona_sdk.reward.basis import RewardBasis, default_basis_path
+from persona_sdk.reward.features import EmbeddingStyleFeaturizer, featurizer_hash
+from persona_sdk.reward.population import read_population
+from persona_sdk.simulation.users import ATTRIBUTES, make_reward_population
+from persona_sdk.text.style import LEXICAL_FEATURES, STYLE_FEATURES
 
 PROMPTS = [
     "How do I keep a sourdough starter alive?",

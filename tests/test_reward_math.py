@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from persona_sdk.basis_fit import (
+from persona_sdk.reward.fit import (
     BasisConfig,
     Pairs,
     ShrunkLogistic,
@@ -16,8 +16,8 @@ from persona_sdk.basis_fit import (
     fit_shared,
     population_prior,
 )
-from persona_sdk.posterior import fit_posterior, sigmoid
-from persona_sdk.simulate import calibrate_beta
+from persona_sdk.reward.posterior import fit_posterior, sigmoid
+from persona_sdk.simulation.users import calibrate_beta
 
 
 def _objective_gradient(g, w, mean, precision):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from persona_sdk.memory.edits import TEMPLATES, classify_rule, template_text
-from persona_sdk.simulate import (
+from persona_sdk.simulation.users import (
     ATTRIBUTE_NAMES,
     ATTRIBUTES,
     CATEGORIES,
@@ -23,7 +23,7 @@ from persona_sdk.simulate import (
     split_prompts,
     split_seen_unseen,
 )
-from persona_sdk.style import STYLE_FEATURES
+from persona_sdk.text.style import STYLE_FEATURES
 
 RICH = """Hey there! 😊
 

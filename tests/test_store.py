@@ -186,15 +186,15 @@ def test_valid_rules_are_reused_between_writes_unless_someone_else_wrote(
 ):
     user = persona.user("alice")
     user.add_rule("Use emojis.")
-    cached = persona._rule_sets["alice"]
+    cached = persona.memory._rule_sets["alice"]
     assert cached.version == persona.store.memory_version("alice")
     user.add_rule("Cite your sources.")
-    assert persona._rule_sets["alice"] is cached  # resumed, not re-read
+    assert persona.memory._rule_sets["alice"] is cached  # resumed, not re-read
     other = Persona.open(persona.data_dir, model=tiny_host, embedder=embedder)
     other.user("alice").add_rule("Never use emojis.")  # another writer moves the version on
     other.close()
     reply = user.add_rule("Use emojis!")  # must see the other writer's rule: contradiction
-    assert persona._rule_sets["alice"] is not cached
+    assert persona.memory._rule_sets["alice"] is not cached
     texts = {r.text for r in user.rules()}
     assert texts == {"Cite your sources.", "Use emojis!"}
     assert reply is not None and reply.text == "Use emojis!"

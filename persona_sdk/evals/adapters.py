@@ -12,11 +12,11 @@ from persona_sdk.adapters.build import is_held_out
 from persona_sdk.adapters.combine import coefficients
 from persona_sdk.adapters.dpo import prompt_ids
 from persona_sdk.adapters.serving import Slot
+from persona_sdk.decoding.loop import BatchGeneration, SamplingParams
 from persona_sdk.errors import InvalidInputError
-from persona_sdk.generation import BatchGeneration, SamplingParams
-from persona_sdk.posterior import fit_posterior
-from persona_sdk.reward_pool import RewardWorld, bt_labels
-from persona_sdk.simulate import attribute_vector, calibrate_beta, make_reward_population
+from persona_sdk.reward.posterior import fit_posterior
+from persona_sdk.simulation.users import attribute_vector, calibrate_beta, make_reward_population
+from persona_sdk.simulation.world import RewardWorld, bt_labels
 
 EVAL_KEY = "\0eval-adapters"
 
@@ -88,7 +88,7 @@ def quality_fields(base: dict[str, np.ndarray], adapter: dict[str, np.ndarray]) 
 def generate_replies(persona, prompts: list[str], config: AdapterEvalConfig, name=None):
     """Greedy replies to ``prompts`` with adapter ``name`` (``None``: the base model)."""
     host = persona.host
-    ids = [prompt_ids(host, p, persona.generation.system_prompt) for p in prompts]
+    ids = [prompt_ids(host, p, persona.generation_config.system_prompt) for p in prompts]
     params = SamplingParams(max_new_tokens=config.max_new_tokens)
     replies = []
     with persona.adapters.server.active(name):

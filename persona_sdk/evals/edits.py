@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from persona_sdk.persona import Persona
-from persona_sdk.simulate import edit_distance, make_population, make_prompts
+from persona_sdk.simulation.users import edit_distance, make_population, make_prompts
 
 CONDITIONS = ("no_learning", "rules_only", "oracle")
 

@@ -21,8 +21,8 @@ import numpy as np
 
 from persona_sdk.adapters.build import is_held_out
 from persona_sdk.evals.adapters import ci95
-from persona_sdk.reward_pool import RewardWorld, bt_labels
-from persona_sdk.simulate import attribute_vector, calibrate_beta, make_reward_population
+from persona_sdk.simulation.users import attribute_vector, calibrate_beta, make_reward_population
+from persona_sdk.simulation.world import RewardWorld, bt_labels
 
 # (name, uses rules, strength, best_of)
 METHODS: list[tuple[str, bool, float, int]] = [

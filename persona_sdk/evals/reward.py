@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from persona_sdk.basis_fit import (
+from persona_sdk.reward.fit import (
     BasisConfig,
     Pairs,
     ShrunkLogistic,
@@ -29,10 +29,15 @@ from persona_sdk.basis_fit import (
     fit_shared,
     population_prior,
 )
-from persona_sdk.population import INDIFFERENCE, ORACLE_TARGET, simulated_pairs
-from persona_sdk.posterior import fit_posterior, sigmoid
-from persona_sdk.reward_pool import RewardWorld, bt_labels
-from persona_sdk.simulate import make_reward_population, split_seen_unseen
+from persona_sdk.reward.posterior import fit_posterior, sigmoid
+from persona_sdk.simulation.users import make_reward_population, split_seen_unseen
+from persona_sdk.simulation.world import (
+    INDIFFERENCE,
+    ORACLE_TARGET,
+    RewardWorld,
+    bt_labels,
+    simulated_pairs,
+)
 
 METHODS = ("sdk", "sdk_active", "shared_a", "shrunk_b", "pca_c", "oracle")
 LABELS = {

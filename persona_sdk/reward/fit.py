@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from persona_sdk.basis import RewardBasis, name_axes
 from persona_sdk.errors import PopulationDataError
-from persona_sdk.features import Featurizer, featurizer_hash
-from persona_sdk.posterior import fit_posterior
+from persona_sdk.reward.basis import RewardBasis, name_axes
+from persona_sdk.reward.features import Featurizer, featurizer_hash
+from persona_sdk.reward.posterior import fit_posterior
 
 Progress = Callable[[int], None]
 

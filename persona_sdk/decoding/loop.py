@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import torch
 
 from persona_sdk.config import GenerationConfig
+from persona_sdk.decoding.models import ModelHost
 from persona_sdk.errors import InvalidInputError
-from persona_sdk.models import ModelHost
 from persona_sdk.validation import validate_int, validate_number
 
 # forward(input_ids, attention_mask, position_ids, cache, logits_to_keep) -> (last logits, cache)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from persona_sdk.decoding.models import Message
 from persona_sdk.errors import InvalidInputError
 from persona_sdk.memory.retrieval import RetrievedRule
-from persona_sdk.models import Message
 from persona_sdk.validation import MAX_TEXT_CHARS, validate_text
 
 ROLES = ("system", "user", "assistant")

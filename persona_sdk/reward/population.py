@@ -1,5 +1,4 @@
-"""Population data for fitting a reward basis: operators' own files, and the simulated
-population the shipped default basis is fit on.
+"""Population data for fitting a reward basis: operators' own files.
 
 An operator file is JSON lines, one pair per line::
 
@@ -22,18 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from persona_sdk.basis import RewardBasis
-from persona_sdk.basis_fit import BasisConfig, Pairs, fit_reward_basis
 from persona_sdk.config import default_cache_dir
 from persona_sdk.errors import InvalidInputError, PopulationDataError
-from persona_sdk.features import EmbeddingStyleFeaturizer, Featurizer
-from persona_sdk.reward_pool import RewardWorld, bt_labels
-from persona_sdk.simulate import Population, calibrate_beta, make_reward_population
+from persona_sdk.reward.features import EmbeddingStyleFeaturizer, Featurizer
+from persona_sdk.reward.fit import Pairs
 from persona_sdk.validation import validate_text, validate_user_id
 
 PAIR_FIELDS = ("prompt", "chosen", "rejected")
-ORACLE_TARGET = 0.925  # label noise: an oracle that knows the true utility is right this often
-INDIFFERENCE = 0.5  # share of random pairs a simulated user has no preference on
 
 
 @dataclass
@@ -143,48 +137,3 @@ def featurize_population(
     prompts = [data.prompts[i] for i in picks] * 2
     sample = featurizer.features(prompts, texts)
     return Pairs(z, np.asarray(data.users), list(data.user_ids)), sample, texts
-
-
-def simulated_pairs(
-    world: RewardWorld,
-    users: Population,
-    pairs_per_user: int,
-    rng: np.random.Generator,
-    prompt_ids: np.ndarray | None = None,
-    oracle_target: float = ORACLE_TARGET,
-    indifference: float = INDIFFERENCE,
-) -> tuple[Pairs, float]:
-    """Bradley–Terry pairs of simulated ``users`` over ``prompt_ids`` (default: all). Each
-    user skips the ``indifference`` share of pairs they care least about; the label noise is
-    set so an oracle is right ``oracle_target`` of the time. Returns raw pairs and that β."""
-    prompt_ids = np.arange(len(world.prompts)) if prompt_ids is None else prompt_ids
-    utility = world.utilities(users)
-    thresholds = world.indifference(utility, indifference, rng)
-    drawn = [
-        world.answerable_pairs(prompt_ids, pairs_per_user, utility[:, u], thresholds[u], rng)
-        for u in range(len(users))
-    ]
-    a = np.concatenate([d[0] for d in drawn])
-    b = np.concatenate([d[1] for d in drawn])
-    owner = np.repeat(np.arange(len(users)), pairs_per_user)
-    gaps = utility[a, owner] - utility[b, owner]
-    beta = calibrate_beta(gaps, oracle_target)
-    z = world.differences(a, b, bt_labels(gaps, beta, rng))
-    return Pairs(z, owner, [u.user_id for u in users]), beta
-
-
-def fit_default_basis(
-    world: RewardWorld,
-    featurizer: Featurizer,
-    users: int = 300,
-    pairs_per_user: int = 1000,
-    seed: int = 0,
-    config: BasisConfig | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> RewardBasis:
-    """The shipped basis: LoRe on a simulated population (300k pairs) over the whole
-    pool, named from the pool's replies."""
-    population = make_reward_population(users, seed=seed)
-    pairs, beta = simulated_pairs(world, population, pairs_per_user, np.random.default_rng(seed))
-    stats = {"source": f"simulated population: {users} users, seed {seed}", "beta": beta}
-    return fit_reward_basis(pairs, featurizer, world.features, world.texts, config, progress, stats)

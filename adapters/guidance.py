@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 
 from persona_sdk.adapters.serving import AdapterServer, Slot
-from persona_sdk.generation import ForwardFn, default_forward
-from persona_sdk.models import ModelHost
+from persona_sdk.decoding.loop import ForwardFn, default_forward
+from persona_sdk.decoding.models import ModelHost
 
 
 @dataclass(frozen=True, eq=False)

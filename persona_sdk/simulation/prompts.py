@@ -1,6 +1,6 @@
 """The chat prompts simulated users are served: templates × topics, tagged by category.
 
-Deterministic data; :mod:`persona_sdk.simulate` re-exports :data:`PROMPTS`, :func:`make_prompts`
+Deterministic data; :mod:`persona_sdk.simulation.users` re-exports :data:`PROMPTS`, :func:`make_prompts`
 and :func:`split_prompts`.
 """
 

@@ -1,6 +1,6 @@
 """The measurable attributes of a reply that simulated users care about.
 
-Some are the interpretable style features of :mod:`persona_sdk.style`; the rest are visible
+Some are the interpretable style features of :mod:`persona_sdk.text.style`; the rest are visible
 only through an embedding (analogies, caveats, warmth, ...), so a reward model cannot win on
 style alone. Every measure is cheap, deterministic and bounded to [0, 1].
 """
@@ -16,9 +16,9 @@ from functools import lru_cache
 import numpy as np
 
 from persona_sdk.memory.edits import template_text
-from persona_sdk.simulate_prompts import Prompt
-from persona_sdk.style import StyleProfile, long_word_share, numeric_tokens, prompt_overlap
-from persona_sdk.style import measure as measure_style
+from persona_sdk.simulation.prompts import Prompt
+from persona_sdk.text.style import StyleProfile, long_word_share, numeric_tokens, prompt_overlap
+from persona_sdk.text.style import measure as measure_style
 
 
 @lru_cache(maxsize=8192)
@@ -198,7 +198,7 @@ def _echo(text: str, prompt: str = "") -> float:
     return prompt_overlap(text, prompt)
 
 
-# Style attributes first (measured by persona_sdk.style, rules worded as edits.TEMPLATES), then
+# Style attributes first (measured by persona_sdk.text.style, rules worded as edits.TEMPLATES), then
 # the ones only an embedding can see. Order is the order of SimulatedUser.weights.
 ATTRIBUTES: tuple[Attribute, ...] = (
     _style("length", lambda p: min(1.0, math.log1p(p.words) / math.log1p(500))),

@@ -12,14 +12,14 @@ import hashlib
 import json
 import zipfile
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+from persona_sdk.config import package_data
 from persona_sdk.errors import BasisError, FeaturizerMismatchError
-from persona_sdk.features import Featurizer, featurizer_hash
-from persona_sdk.style import STYLE_FEATURES, style_matrix
+from persona_sdk.reward.features import Featurizer, featurizer_hash
+from persona_sdk.text.style import STYLE_FEATURES, style_matrix
 
 DEFAULT_BASIS_FILE = "default_basis.npz"
 FORMAT_VERSION = 1
@@ -180,7 +180,7 @@ def _checksum(arrays: dict[str, np.ndarray], meta: str) -> str:
 
 def default_basis_path() -> Path:
     """The basis shipped for the embedded featurizer (MiniLM ⊕ style ⊕ relevance)."""
-    return Path(str(resources.files("persona_sdk") / "data" / DEFAULT_BASIS_FILE))
+    return package_data(DEFAULT_BASIS_FILE)
 
 
 # -- explaining axes -----------------------------------------------------------------------

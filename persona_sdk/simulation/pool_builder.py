@@ -4,12 +4,12 @@ Replies come from two sources, both recorded per reply:
 
 * ``model:<style>``: the embedded model answering under a style instruction (:data:`STYLES`);
 * ``edit:<attribute><+|->``: a written style transform of one of those replies
-  (:func:`persona_sdk.simulate_edit.edit_toward`), so that clean contrasts exist too.
+  (:func:`persona_sdk.simulation.editor.edit_toward`), so that clean contrasts exist too.
 
 Building it takes the embedded model about half an hour on two CPU cores, so :func:`build_pool`
 appends finished batches to a JSONL file and skips what is already there: kill it and rerun.
-``python -m persona_sdk.simulate_pool OUT.jsonl`` builds; :func:`load_pool` reads the shipped
-gzip from package data.
+``python -m persona_sdk.simulation.pool_builder OUT.jsonl`` builds; :func:`persona_sdk.reward.pool.load_pool`
+reads the shipped gzip from package data.
 """
 
 from __future__ import annotations
@@ -20,14 +20,18 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
-from persona_sdk.simulate_edit import edit_toward
-from persona_sdk.simulate_prompts import PROMPTS, Prompt, make_prompts
-
-POOL_FILE = "response_pool.jsonl.gz"
+from persona_sdk.config import package_data
+from persona_sdk.reward.pool import (
+    POOL_EMBEDDINGS_FILE,
+    POOL_FILE,
+    PoolEntry,
+    finish_reply,
+    read_pool,
+)
+from persona_sdk.simulation.editor import edit_toward
+from persona_sdk.simulation.prompts import PROMPTS, Prompt, make_prompts
 
 # Style instructions added after the request (a 135M model follows them there far better than
 # in a system prompt; "" leaves the request alone).
@@ -107,29 +111,6 @@ CONTENT: dict[str, tuple[str, ...]] = {
 }
 
 
-@dataclass(frozen=True)
-class PoolEntry:
-    """One reply to one prompt, and where it came from."""
-
-    prompt: str
-    category: str
-    text: str
-    source: str
-
-
-def finish_reply(text: str) -> str:
-    """Trim a reply cut by the token budget back to its last complete sentence or line;
-    '' for a degenerate reply (too short, or one token repeated)."""
-    text = text.strip()
-    words = text.split()
-    if len(words) < 4 or len(set(words)) < 0.4 * len(words) or len(set(text)) < 10:
-        return ""
-    if not text or text[-1] in ".!?)\n`" or text[-1] > "\u2000":
-        return text
-    cut = max(text.rfind(". "), text.rfind("! "), text.rfind("? "), text.rfind("\n"))
-    return text[: cut + 1].strip() if cut > len(text) // 3 else text
-
-
 def _transforms(prompt: Prompt, replies: dict[str, str]) -> list[PoolEntry]:
     out = []
     for edits, style in TRANSFORMS:
@@ -180,8 +161,8 @@ def build_pool(
     """
     from rich.progress import Progress
 
-    from persona_sdk.generation import BatchGeneration, SamplingParams
-    from persona_sdk.models import load_model
+    from persona_sdk.decoding.loop import BatchGeneration, SamplingParams
+    from persona_sdk.decoding.models import load_model
 
     out = Path(out)
     done = _done(out)
@@ -216,34 +197,6 @@ def build_pool(
             handle.flush()
             progress.advance(task, len(batch))
     return len(todo)
-
-
-def read_pool(path: Path) -> list[PoolEntry]:
-    """Entries of a pool file (plain or gzip JSONL), duplicates of a (prompt, text) dropped."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    seen, entries = set(), []
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for line in handle:
-            entry = PoolEntry(**json.loads(line))
-            if (entry.prompt, entry.text) not in seen:
-                seen.add((entry.prompt, entry.text))
-                entries.append(entry)
-    return entries
-
-
-def load_pool() -> list[PoolEntry]:
-    """The shipped pool (package data)."""
-    with resources.as_file(resources.files("persona_sdk") / "data" / POOL_FILE) as path:
-        return read_pool(path)
-
-
-def pool_by_prompt(entries: Iterable[PoolEntry]) -> dict[str, list[str]]:
-    """``prompt -> replies``, in file order."""
-    grouped: dict[str, list[str]] = {}
-    for entry in entries:
-        grouped.setdefault(entry.prompt, []).append(entry.text)
-    return grouped
 
 
 _SPACES = re.compile(r"[ \t]+\n")
@@ -311,17 +264,16 @@ def ship_package_data(raw: Path) -> None:
     basis fit on the simulated population (the exact command is in benchmarks/RESULTS.md)."""
     from rich.progress import Progress
 
-    from persona_sdk.embedder import load_embedder
-    from persona_sdk.features import (
+    from persona_sdk.decoding.embedder import load_embedder
+    from persona_sdk.reward.features import (
         EmbeddingCache,
         EmbeddingStyleFeaturizer,
         sentences,
         text_key,
     )
-    from persona_sdk.population import fit_default_basis
-    from persona_sdk.reward_pool import RewardWorld
+    from persona_sdk.simulation.world import RewardWorld, fit_default_basis
 
-    data = Path(__file__).parent / "data"
+    data = package_data()
     data.mkdir(exist_ok=True)
     print(f"wrote {compress_pool(raw, data / POOL_FILE)} entries to {data / POOL_FILE}")
     embedder = load_embedder()
@@ -331,7 +283,7 @@ def ship_package_data(raw: Path) -> None:
     needed += list(dict.fromkeys(s for t in world.texts for s in sentences(t)))
     shipped = EmbeddingCache(embedder)  # only what this pool uses
     shipped.add([text_key(t) for t in needed], featurizer.cache.encode(needed))
-    shipped.save(data / "pool_embeddings.npz")
+    shipped.save(data / POOL_EMBEDDINGS_FILE)
     print(f"saved {len(shipped)} embeddings")
     with Progress() as progress:
         task = progress.add_task("default basis", total=300)

@@ -2,7 +2,7 @@
 reward-basis evaluation.
 
 * :data:`ATTRIBUTES`: cheap, deterministic measures of a reply in [0, 1]. Some are the
-  interpretable style features of :mod:`persona_sdk.style`; the rest are visible only through an
+  interpretable style features of :mod:`persona_sdk.text.style`; the rest are visible only through an
   embedding (analogies, caveats, warmth, ...), so a reward model cannot win on style alone.
 * :class:`SimulatedUser`: sparse signed weights over the attributes (Dirichlet magnitudes, as in
   PersonalLLM), utility = weights · attributes, Bradley–Terry labels, the oracle's rule texts and a
@@ -19,16 +19,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from persona_sdk.posterior import sigmoid
-from persona_sdk.simulate_attributes import (
+from persona_sdk.reward.posterior import sigmoid
+from persona_sdk.simulation.attributes import (
     ATTRIBUTE_INDEX,
     ATTRIBUTE_NAMES,
     ATTRIBUTES,
     Attribute,
     attribute_vector,
 )
-from persona_sdk.simulate_edit import EDITABLE, EDITABLE_DIRECTIONS, edit_toward
-from persona_sdk.simulate_prompts import CATEGORIES, PROMPTS, Prompt, make_prompts, split_prompts
+from persona_sdk.simulation.editor import EDITABLE, EDITABLE_DIRECTIONS, edit_toward
+from persona_sdk.simulation.prompts import CATEGORIES, PROMPTS, Prompt, make_prompts, split_prompts
 
 __all__ = [
     "ARCHETYPES", "ATTRIBUTES", "ATTRIBUTE_NAMES", "CATEGORIES", "EDITABLE", "EDITABLE_DIRECTIONS",
