@@ -60,214 +60,218 @@ def _run_eval(ctx: typer.Context, run, config, plot: Path | None, plotter, json_
     return result
 
 
-def register(app: typer.Typer) -> None:
-    """Add the ``eval`` command group to ``app``."""
-    evaluation = typer.Typer(
-        help="Evaluate personalization against simulated users.", no_args_is_help=True
+app = typer.Typer()  # merged into the top-level `persona` command
+
+evaluation = typer.Typer(
+    help="Evaluate personalization against simulated users.", no_args_is_help=True
+)
+app.add_typer(evaluation, name="eval")
+
+
+@evaluation.command("edits")
+def edits(
+    ctx: typer.Context,
+    users: int = typer.Option(5, help="Simulated users."),
+    rounds: int = typer.Option(20, help="Rounds of generate → edit → learn."),
+    max_new_tokens: int = typer.Option(96, help="Most tokens per reply."),
+    seed: int = typer.Option(0, help="Seed for users and prompts."),
+    plot: Path = typer.Option(None, "--plot", help="Write the cost curves to this PNG."),
+    json_: bool = JsonOption,
+) -> None:
+    """PRELUDE-style edit-cost loop: no learning vs rules only vs oracle."""
+    from persona_sdk.evals.edits import CONDITIONS, run_edit_eval
+    from persona_sdk.evals.plots import plot_edit_costs, png_path
+
+    validate_int(users, "users", low=1, high=1000)
+    validate_int(rounds, "rounds", low=1, high=1000)
+    if plot is not None:
+        png_path(plot)
+    with Progress(*COLUMNS, console=err_console) as progress:
+        task = progress.add_task("edit-cost rounds", total=rounds)
+        result = run_edit_eval(
+            users,
+            rounds,
+            seed=seed,
+            max_new_tokens=max_new_tokens,
+            model=ctx.obj.model,
+            embedder=ctx.obj.embedder,
+            on_round=lambda i, r: progress.update(task, completed=i + 1),
+        )
+    if plot is not None:
+        plot_edit_costs(result, plot)
+    summary = result.to_dict()
+    if json_:
+        emit_json(summary)
+        return
+    table = Table(title=f"cumulative edit cost, {users} users × {rounds} rounds")
+    table.add_column("round", justify="right")
+    for condition in CONDITIONS:
+        table.add_column(condition, justify="right")
+    cumulative = {c: result.cumulative(c) for c in CONDITIONS}
+    for r in range(rounds):
+        table.add_row(str(r + 1), *(str(cumulative[c][r]) for c in CONDITIONS))
+    console.print(table)
+    gap = summary["gap_closed"]
+    console.print(
+        f"rules only closed {'n/a' if gap is None else f'{gap:.0%}'} of the gap between no "
+        f"learning and the oracle (target ≥ 50%); rules only cost "
+        f"{summary['rules_only_over_no_learning']:.0%} of no learning, oracle "
+        f"{summary['oracle_over_no_learning']:.0%}."
     )
-    app.add_typer(evaluation, name="eval")
+    if plot is not None:
+        err_console.print(f"plot written to {plot}")
 
-    @evaluation.command("edits")
-    def edits(
-        ctx: typer.Context,
-        users: int = typer.Option(5, help="Simulated users."),
-        rounds: int = typer.Option(20, help="Rounds of generate → edit → learn."),
-        max_new_tokens: int = typer.Option(96, help="Most tokens per reply."),
-        seed: int = typer.Option(0, help="Seed for users and prompts."),
-        plot: Path = typer.Option(None, "--plot", help="Write the cost curves to this PNG."),
-        json_: bool = JsonOption,
-    ) -> None:
-        """PRELUDE-style edit-cost loop: no learning vs rules only vs oracle."""
-        from persona_sdk.evals.edits import CONDITIONS, run_edit_eval
-        from persona_sdk.evals.plots import plot_edit_costs, png_path
 
-        validate_int(users, "users", low=1, high=1000)
-        validate_int(rounds, "rounds", low=1, high=1000)
-        if plot is not None:
-            png_path(plot)
-        with Progress(*COLUMNS, console=err_console) as progress:
-            task = progress.add_task("edit-cost rounds", total=rounds)
-            result = run_edit_eval(
-                users,
-                rounds,
-                seed=seed,
-                max_new_tokens=max_new_tokens,
-                model=ctx.obj.model,
-                embedder=ctx.obj.embedder,
-                on_round=lambda i, r: progress.update(task, completed=i + 1),
-            )
-        if plot is not None:
-            plot_edit_costs(result, plot)
-        summary = result.to_dict()
-        if json_:
-            emit_json(summary)
-            return
-        table = Table(title=f"cumulative edit cost, {users} users × {rounds} rounds")
-        table.add_column("round", justify="right")
-        for condition in CONDITIONS:
-            table.add_column(condition, justify="right")
-        cumulative = {c: result.cumulative(c) for c in CONDITIONS}
-        for r in range(rounds):
-            table.add_row(str(r + 1), *(str(cumulative[c][r]) for c in CONDITIONS))
-        console.print(table)
-        gap = summary["gap_closed"]
-        console.print(
-            f"rules only closed {'n/a' if gap is None else f'{gap:.0%}'} of the gap between no "
-            f"learning and the oracle (target ≥ 50%); rules only cost "
-            f"{summary['rules_only_over_no_learning']:.0%} of no learning, oracle "
-            f"{summary['oracle_over_no_learning']:.0%}."
-        )
-        if plot is not None:
-            err_console.print(f"plot written to {plot}")
+@evaluation.command("reward")
+def reward(
+    ctx: typer.Context,
+    users: int = typer.Option(50, help="Unseen simulated users per seed."),
+    shots: str = typer.Option("1,2,4,8,16", help="Pairs per new user, comma-separated."),
+    seeds: int = typer.Option(5, help="Independent populations and prompt splits."),
+    seen_users: int = typer.Option(200, help="Population users the basis is fit on."),
+    indifference: float = typer.Option(
+        0.5, help="Share of random pairs each simulated user has no preference on (skips)."
+    ),
+    plot: Path = typer.Option(None, "--plot", help="Write accuracy vs shots to this PNG."),
+    json_: bool = JsonOption,
+) -> None:
+    """Few-shot reward accuracy for unseen users: SDK vs baselines, active vs random."""
+    from persona_sdk.evals.plots import plot_reward_accuracy, png_path
+    from persona_sdk.evals.reward import LABELS, RewardEvalConfig, run_reward_eval
+    from persona_sdk.simulation.world import RewardWorld
 
-    @evaluation.command("reward")
-    def reward(
-        ctx: typer.Context,
-        users: int = typer.Option(50, help="Unseen simulated users per seed."),
-        shots: str = typer.Option("1,2,4,8,16", help="Pairs per new user, comma-separated."),
-        seeds: int = typer.Option(5, help="Independent populations and prompt splits."),
-        seen_users: int = typer.Option(200, help="Population users the basis is fit on."),
-        indifference: float = typer.Option(
-            0.5, help="Share of random pairs each simulated user has no preference on (skips)."
-        ),
-        plot: Path = typer.Option(None, "--plot", help="Write accuracy vs shots to this PNG."),
-        json_: bool = JsonOption,
-    ) -> None:
-        """Few-shot reward accuracy for unseen users: SDK vs baselines, active vs random."""
-        from persona_sdk.evals.plots import plot_reward_accuracy, png_path
-        from persona_sdk.evals.reward import LABELS, RewardEvalConfig, run_reward_eval
-        from persona_sdk.simulation.world import RewardWorld
+    config = RewardEvalConfig(
+        users=validate_int(users, "users", low=1, high=10_000),
+        seen_users=validate_int(seen_users, "seen-users", low=2, high=100_000),
+        seeds=validate_int(seeds, "seeds", low=1, high=100),
+        shots=parse_shots(shots),
+        indifference=validate_number(indifference, "indifference", low=0.0, high=0.95),
+    )
+    if plot is not None:
+        png_path(plot)
+    with ctx.obj.open() as persona, Progress(*COLUMNS, console=err_console) as progress:
+        task = progress.add_task("featurizing the response pool", total=None)
+        world = RewardWorld.build(persona.rewards.featurizer)
+        progress.update(task, total=1, completed=1)
+        task = progress.add_task("unseen users", total=config.users * config.seeds)
+        result = run_reward_eval(world, config, lambda n: progress.advance(task, n))
+    if plot is not None:
+        plot_reward_accuracy(result, plot)
+    if json_:
+        emit_json(result.to_dict())
+        return
+    table = Table(title=f"held-out accuracy (%), {config.users} unseen users × "
+                  f"{config.seeds} seeds, ±95% CI")  # fmt: skip
+    table.add_column("method")
+    for n in result.shots:
+        table.add_column(f"{n} shots", justify="right")
+    for method, label in LABELS.items():
+        cells = [f"{100 * a:.1f} ± {100 * c:.1f}"
+                 for a, c in zip(result.accuracy[method], result.ci95[method])]  # fmt: skip
+        table.add_row(label, *cells)
+    console.print(table)
+    if plot is not None:
+        err_console.print(f"plot written to {plot}")
 
-        config = RewardEvalConfig(
-            users=validate_int(users, "users", low=1, high=10_000),
-            seen_users=validate_int(seen_users, "seen-users", low=2, high=100_000),
-            seeds=validate_int(seeds, "seeds", low=1, high=100),
-            shots=parse_shots(shots),
-            indifference=validate_number(indifference, "indifference", low=0.0, high=0.95),
-        )
-        if plot is not None:
-            png_path(plot)
-        with ctx.obj.open() as persona, Progress(*COLUMNS, console=err_console) as progress:
-            task = progress.add_task("featurizing the response pool", total=None)
-            world = RewardWorld.build(persona.rewards.featurizer)
-            progress.update(task, total=1, completed=1)
-            task = progress.add_task("unseen users", total=config.users * config.seeds)
-            result = run_reward_eval(world, config, lambda n: progress.advance(task, n))
-        if plot is not None:
-            plot_reward_accuracy(result, plot)
-        if json_:
-            emit_json(result.to_dict())
-            return
-        table = Table(title=f"held-out accuracy (%), {config.users} unseen users × "
-                      f"{config.seeds} seeds, ±95% CI")  # fmt: skip
-        table.add_column("method")
-        for n in result.shots:
-            table.add_column(f"{n} shots", justify="right")
-        for method, label in LABELS.items():
-            cells = [f"{100 * a:.1f} ± {100 * c:.1f}"
-                     for a, c in zip(result.accuracy[method], result.ci95[method])]  # fmt: skip
-            table.add_row(label, *cells)
-        console.print(table)
-        if plot is not None:
-            err_console.print(f"plot written to {plot}")
 
-    @evaluation.command("adapters")
-    def adapters(
-        ctx: typer.Context,
-        users: int = typer.Option(20, help="Unseen simulated users (0: directions only)."),
-        prompts: int = typer.Option(12, help="Held-out prompts per user."),
-        direction: list[int] = typer.Option(
-            None, "--direction", help="Only this basis direction (repeatable); default: all."
-        ),
-        direction_prompts: int = typer.Option(24, help="Held-out prompts per basis direction."),
-        shots: int = typer.Option(16, help="Pairs each user answers before their adapter."),
-        max_new_tokens: int = typer.Option(96, help="Most tokens per reply."),
-        seed: int = typer.Option(0, help="Seed for users and prompts."),
-        plot: Path = typer.Option(None, "--plot", help="Write both measures to this PNG."),
-        json_: bool = JsonOption,
-    ) -> None:
-        """Basis adapters vs the base on their own reward; user adapters vs the base on
-        simulated users' true utility (held-out prompts)."""
-        from persona_sdk.evals.adapters import AdapterEvalConfig, check_directions, run_adapter_eval
-        from persona_sdk.evals.plots import plot_adapter_eval
+@evaluation.command("adapters")
+def adapters(
+    ctx: typer.Context,
+    users: int = typer.Option(20, help="Unseen simulated users (0: directions only)."),
+    prompts: int = typer.Option(12, help="Held-out prompts per user."),
+    direction: list[int] = typer.Option(
+        None, "--direction", help="Only this basis direction (repeatable); default: all."
+    ),
+    direction_prompts: int = typer.Option(24, help="Held-out prompts per basis direction."),
+    shots: int = typer.Option(16, help="Pairs each user answers before their adapter."),
+    max_new_tokens: int = typer.Option(96, help="Most tokens per reply."),
+    seed: int = typer.Option(0, help="Seed for users and prompts."),
+    plot: Path = typer.Option(None, "--plot", help="Write both measures to this PNG."),
+    json_: bool = JsonOption,
+) -> None:
+    """Basis adapters vs the base on their own reward; user adapters vs the base on
+    simulated users' true utility (held-out prompts)."""
+    from persona_sdk.evals.adapters import AdapterEvalConfig, check_directions, run_adapter_eval
+    from persona_sdk.evals.plots import plot_adapter_eval
 
-        config = AdapterEvalConfig(
-            users=validate_int(users, "users", low=0, high=10_000),
-            prompts=validate_int(prompts, "prompts", low=2, high=60),
-            directions=tuple(validate_int(k, "direction", low=0) for k in direction)
-            if direction
-            else None,
-            direction_prompts=validate_int(direction_prompts, "direction-prompts", low=2, high=60),
-            shots=validate_int(shots, "shots", low=1, high=256),
-            max_new_tokens=validate_int(max_new_tokens, "max-new-tokens", low=1, high=2048),
-            seed=validate_int(seed, "seed", low=0),
-        )
-        result = _run_eval(ctx, run_adapter_eval, config, plot, plot_adapter_eval, json_,
-                           check=check_directions)  # fmt: skip
-        if result is None:
-            return
-        summary = result.to_dict()
-        table = Table(title="basis adapters: own-direction reward vs the base (held-out)")
-        for column in ("direction", "axis", "base mean", "adapter mean", "effect (base SDs)",
-                       *QUALITY_COLUMNS):  # fmt: skip
-            table.add_column(column, justify="right")
-        for d in result.directions:
-            table.add_row(str(d["direction"]), d["axis"], f"{d['base_mean']:.3f}",
-                          f"{d['adapter_mean']:.3f}",
-                          f"{d['effect_sd']:+.2f} ± {d['ci95_sd']:.2f}", *_quality(d))  # fmt: skip
-        console.print(table)
-        table = Table(title="user adapters: true utility gain over the base, ±95% CI")
-        for column in ("user", "cares most about", "base", "adapter", "gain", *QUALITY_COLUMNS):
-            table.add_column(column, justify="right")
-        for u in result.users:
-            gain = f"{u['gain']:+.3f} ± {u['ci95']:.3f}"
-            table.add_row(str(u["user"]), ", ".join(u["top"]), f"{u['base_utility']:.3f}",
-                          f"{u['adapter_utility']:.3f}", gain, *_quality(u))  # fmt: skip
-        console.print(table)
-        console.print(
-            f"{summary['directions_passing']}/{len(result.directions)} directions raise their "
-            f"reward ≥ 0.5 SD; {summary['share_improved']:.0%} of users gain (target ≥ 70%)."
-        )
-        if plot is not None:
-            err_console.print(f"plot written to {plot}")
+    config = AdapterEvalConfig(
+        users=validate_int(users, "users", low=0, high=10_000),
+        prompts=validate_int(prompts, "prompts", low=2, high=60),
+        directions=tuple(validate_int(k, "direction", low=0) for k in direction)
+        if direction
+        else None,
+        direction_prompts=validate_int(direction_prompts, "direction-prompts", low=2, high=60),
+        shots=validate_int(shots, "shots", low=1, high=256),
+        max_new_tokens=validate_int(max_new_tokens, "max-new-tokens", low=1, high=2048),
+        seed=validate_int(seed, "seed", low=0),
+    )
+    result = _run_eval(ctx, run_adapter_eval, config, plot, plot_adapter_eval, json_,
+                       check=check_directions)  # fmt: skip
+    if result is None:
+        return
+    summary = result.to_dict()
+    table = Table(title="basis adapters: own-direction reward vs the base (held-out)")
+    for column in ("direction", "axis", "base mean", "adapter mean", "effect (base SDs)",
+                   *QUALITY_COLUMNS):  # fmt: skip
+        table.add_column(column, justify="right")
+    for d in result.directions:
+        table.add_row(str(d["direction"]), d["axis"], f"{d['base_mean']:.3f}",
+                      f"{d['adapter_mean']:.3f}",
+                      f"{d['effect_sd']:+.2f} ± {d['ci95_sd']:.2f}", *_quality(d))  # fmt: skip
+    console.print(table)
+    table = Table(title="user adapters: true utility gain over the base, ±95% CI")
+    for column in ("user", "cares most about", "base", "adapter", "gain", *QUALITY_COLUMNS):
+        table.add_column(column, justify="right")
+    for u in result.users:
+        gain = f"{u['gain']:+.3f} ± {u['ci95']:.3f}"
+        table.add_row(str(u["user"]), ", ".join(u["top"]), f"{u['base_utility']:.3f}",
+                      f"{u['adapter_utility']:.3f}", gain, *_quality(u))  # fmt: skip
+    console.print(table)
+    console.print(
+        f"{summary['directions_passing']}/{len(result.directions)} directions raise their "
+        f"reward ≥ 0.5 SD; {summary['share_improved']:.0%} of users gain (target ≥ 70%)."
+    )
+    if plot is not None:
+        err_console.print(f"plot written to {plot}")
 
-    @evaluation.command("generation")
-    def generation(
-        ctx: typer.Context,
-        users: int = typer.Option(20, help="Unseen simulated users."),
-        prompts: int = typer.Option(10, help="Held-out prompts per user."),
-        shots: int = typer.Option(16, help="Pairs each user answers (they also state rules)."),
-        max_new_tokens: int = typer.Option(64, help="Most tokens per reply."),
-        users_per_batch: int = typer.Option(4, help="Users whose requests share one batch."),
-        seed: int = typer.Option(0, help="Seed for users, prompts and sampling."),
-        plot: Path = typer.Option(None, "--plot", help="Write the comparison to this PNG."),
-        json_: bool = JsonOption,
-    ) -> None:
-        """Mean true utility of simulated users' replies: base, rules only, adapter at
-        α = 0.5/1/2, rules + guidance, and the full pipeline with best-of-4."""
-        from persona_sdk.evals.generation import GenerationEvalConfig, run_generation_eval
-        from persona_sdk.evals.plots import plot_generation_eval
 
-        config = GenerationEvalConfig(
-            users=validate_int(users, "users", low=2, high=10_000),
-            prompts=validate_int(prompts, "prompts", low=1, high=60),
-            shots=validate_int(shots, "shots", low=1, high=256),
-            max_new_tokens=validate_int(max_new_tokens, "max-new-tokens", low=1, high=2048),
-            users_per_batch=validate_int(users_per_batch, "users-per-batch", low=1, high=256),
-            seed=validate_int(seed, "seed", low=0),
-        )
-        result = _run_eval(ctx, run_generation_eval, config, plot, plot_generation_eval, json_)
-        if result is None:
-            return
-        table = Table(title="mean true utility by method, ±95% CI over users")
-        for column in ("method", "utility", "utility over pool", "full pipeline gain (paired)"):
-            table.add_column(column, justify="right")
-        for m in result.methods:
-            gain = result.gains.get(m["method"])
-            shown = f"{gain['mean']:+.4f} ± {gain['ci95']:.4f}" if gain else "—"
-            pool = m["over_pool"]
-            table.add_row(m["method"], f"{m['mean']:.4f} ± {m['ci95']:.4f}",
-                          f"{pool['mean']:.4f} ± {pool['ci95']:.4f}", shown)  # fmt: skip
-        console.print(table)
-        if plot is not None:
-            err_console.print(f"plot written to {plot}")
+@evaluation.command("generation")
+def generation(
+    ctx: typer.Context,
+    users: int = typer.Option(20, help="Unseen simulated users."),
+    prompts: int = typer.Option(10, help="Held-out prompts per user."),
+    shots: int = typer.Option(16, help="Pairs each user answers (they also state rules)."),
+    max_new_tokens: int = typer.Option(64, help="Most tokens per reply."),
+    users_per_batch: int = typer.Option(4, help="Users whose requests share one batch."),
+    seed: int = typer.Option(0, help="Seed for users, prompts and sampling."),
+    plot: Path = typer.Option(None, "--plot", help="Write the comparison to this PNG."),
+    json_: bool = JsonOption,
+) -> None:
+    """Mean true utility of simulated users' replies: base, rules only, adapter at
+    α = 0.5/1/2, rules + guidance, and the full pipeline with best-of-4."""
+    from persona_sdk.evals.generation import GenerationEvalConfig, run_generation_eval
+    from persona_sdk.evals.plots import plot_generation_eval
+
+    config = GenerationEvalConfig(
+        users=validate_int(users, "users", low=2, high=10_000),
+        prompts=validate_int(prompts, "prompts", low=1, high=60),
+        shots=validate_int(shots, "shots", low=1, high=256),
+        max_new_tokens=validate_int(max_new_tokens, "max-new-tokens", low=1, high=2048),
+        users_per_batch=validate_int(users_per_batch, "users-per-batch", low=1, high=256),
+        seed=validate_int(seed, "seed", low=0),
+    )
+    result = _run_eval(ctx, run_generation_eval, config, plot, plot_generation_eval, json_)
+    if result is None:
+        return
+    table = Table(title="mean true utility by method, ±95% CI over users")
+    for column in ("method", "utility", "utility over pool", "full pipeline gain (paired)"):
+        table.add_column(column, justify="right")
+    for m in result.methods:
+        gain = result.gains.get(m["method"])
+        shown = f"{gain['mean']:+.4f} ± {gain['ci95']:.4f}" if gain else "—"
+        pool = m["over_pool"]
+        table.add_row(m["method"], f"{m['mean']:.4f} ± {m['ci95']:.4f}",
+                      f"{pool['mean']:.4f} ± {pool['ci95']:.4f}", shown)  # fmt: skip
+    console.print(table)
+    if plot is not None:
+        err_console.print(f"plot written to {plot}")

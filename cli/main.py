@@ -303,10 +303,8 @@ def demo(
     run_demo(ctx.obj, max_new_tokens=max_new_tokens, as_json=json_)
 
 
-memory_cmds.register(app)
-reward_cmds.register(app)
-adapter_cmds.register(app)
-eval_cmds.register(app)
+for commands in (memory_cmds, reward_cmds, adapter_cmds, eval_cmds):
+    app.add_typer(commands.app)
 
 
 def run() -> None:

@@ -18,7 +18,7 @@ from persona_sdk.memory.edits import normalise_rule_text, opposite
 from persona_sdk.memory.store import StoredRule, UserWrite
 
 
-@dataclass
+@dataclass(kw_only=True)
 class NewRule:
     """A rule to consolidate, with its embeddings."""
 

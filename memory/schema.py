@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 KINDS = ("rule", "pair", "edit")
 SOURCES = ("stated", "inferred", "onboarding")
 DB_FILENAME = "persona.db"
@@ -67,4 +67,5 @@ MIGRATIONS: dict[int, list[str]] = {
         )""",
         "CREATE INDEX idx_pair_features_user ON pair_features (user_id)",
     ],
+    5: ["ALTER TABLE users DROP COLUMN weights_version"],  # never read
 }

@@ -43,10 +43,6 @@ class ModelLoadError(PersonaError):
     """A base model or embedder could not be found or loaded."""
 
 
-class GenerationError(PersonaError):
-    """Generation failed for a reason other than bad input."""
-
-
 class BasisError(PersonaError):
     """A reward basis file is missing, corrupt, truncated, or was fit for another featurizer."""
 

@@ -199,7 +199,9 @@ class Persona:
         self, user_id: str, prompt: Prompt, params: SamplingParams, strength: float = 0.0
     ) -> _Request:
         user_id = validate_user_id(user_id)
-        strength = validate_number(strength, "strength", low=0.0, high=self.generation_config.max_strength)
+        strength = validate_number(
+            strength, "strength", low=0.0, high=self.generation_config.max_strength
+        )
         start = time.perf_counter()
         full, rules, query = self._personalized_messages(user_id, prompt)
         retrieve_ms = (time.perf_counter() - start) * 1000

@@ -27,6 +27,8 @@ CORE = (
     "persona_sdk.memory",
     "persona_sdk.adapters",
     "persona_sdk.text",
+    "persona_sdk.quality",
+    "persona_sdk.constraints",
 )
 
 
@@ -69,7 +71,9 @@ def _imports(name: str, path: Path) -> set[str]:
             if node.level:
                 anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
                 base = f"{anchor}.{base}".rstrip(".")
-            targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
+            names = [f"{base}.{alias.name}" for alias in node.names]
+            # `from pkg import submodule` needs the submodule, not what pkg's __init__ imports
+            targets = names if all(n in MODULES for n in names) else [*names, base]
         else:
             continue
         for target in targets:

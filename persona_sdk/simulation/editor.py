@@ -15,6 +15,7 @@ from persona_sdk.simulation.attributes import (
     cached_profile,
     phrase_pattern,
 )
+from persona_sdk.text.style import EMOJI_RANGES, HEADING, SIGNOFF, SIGNOFF_WORDS
 
 Transform = Callable[[str], str]
 _FENCE = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
@@ -22,19 +23,13 @@ _PREFIX = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
 _BUL = re.compile(r"^\s*[-*•]\s+(?=\S)")
 _NUM = re.compile(r"^\s*\d+[.)]\s+(?=\S)")
 _SENT = re.compile(r"\S.*?(?:[.!?]+(?=\s|$)|$)")
-_HEADING = re.compile(r"^\s*(#{1,6}\s+\S|\*\*[^*]+\*\*:?\s*$)")
 _GREET = re.compile(
     r"^\s*(?:hi|hello|hey|dear|greetings|good (?:morning|afternoon|evening))\b"
     r"[^\n.!?,]*[.!?,]*[ \t]*",
     re.IGNORECASE,
 )
-_SIGN_WORDS = (
-    r"(?:best(?: regards)?|kind regards|regards|cheers|thanks|thank you|sincerely|"
-    r"warmly|all the best|take care)[,.!]?"
-)
-_SIGN = re.compile(_SIGN_WORDS + r"\s*(?:\n.{0,40})?\s*$", re.IGNORECASE)  # as style.measure
-_SIGN_BLOCK = re.compile(r"\n[ \t]*" + _SIGN_WORDS + r"[ \t]*(?:\n.{0,40})?\s*$", re.IGNORECASE)
-_EMOJI = "[\U0001f300-\U0001faff\U00002600-\U000027bf\U0001f000-\U0001f2ff\ufe0f\u200d]+"
+_SIGN_BLOCK = re.compile(r"\n[ \t]*" + SIGNOFF_WORDS + r"[ \t]*(?:\n.{0,40})?\s*$", re.IGNORECASE)
+_EMOJI = f"[{EMOJI_RANGES}\ufe0f\u200d]+"
 _CONTRACT = [
     (r"do not", "don't"),
     (r"does not", "doesn't"),
@@ -197,7 +192,7 @@ def _listify(body: str, numbered: bool) -> str:
 
     def line_fn(line: str) -> str:
         stripped = line.strip()
-        if not stripped or _HEADING.match(line) or stripped.endswith(":") or stripped[0] == "|":
+        if not stripped or HEADING.match(line) or stripped.endswith(":") or stripped[0] == "|":
             return line
         if m := (_BUL.match(line) or _NUM.match(line)):
             return item(line[m.end() :].strip())
@@ -235,7 +230,7 @@ def _first_only(pattern: str, repl: str) -> Transform:
 
         def line_fn(line: str) -> str:
             nonlocal done
-            if not done and not _HEADING.match(line) and re.search(pattern, line):
+            if not done and not HEADING.match(line) and re.search(pattern, line):
                 done = True
                 return re.sub(pattern, repl, line, count=1)
             return line
@@ -260,7 +255,7 @@ def _remove_greeting(text: str) -> str:
 
 def _remove_signoff(text: str) -> str:
     for _ in range(3):
-        m = _SIGN.search(text.strip())
+        m = SIGNOFF.search(text.strip())
         if not cached_profile(text).signoff or m is None:
             break
         head = text.strip()[: m.start()].rstrip(" \t\n,;:-—")
@@ -293,7 +288,7 @@ def _summary_line(text: str) -> str:
     if SUMMARY_PHRASES.search(text):
         return text
     for line in _frame(text)[1].split("\n"):
-        if not line.startswith(("    ", "\t", "```")) and not _HEADING.match(line):
+        if not line.startswith(("    ", "\t", "```")) and not HEADING.match(line):
             for sent in _sentences(line)[1]:
                 words = sent.rstrip(".!?:").split()
                 if len(words) >= 3 and not _GREET.match(sent):
@@ -324,7 +319,7 @@ _EDITS: dict[tuple[str, int], Transform] = {
     ("code", -1): _strip_code,
     ("headings", -1): lambda t: (
         o
-        if (o := _prose_lines(t, lambda line: None if _HEADING.match(line) else line)).split()
+        if (o := _prose_lines(t, lambda line: None if HEADING.match(line) else line)).split()
         else t
     ),
     ("hedging", -1): _unhedge,

@@ -8,8 +8,8 @@ Replies come from two sources, both recorded per reply:
 
 Building it takes the embedded model about half an hour on two CPU cores, so :func:`build_pool`
 appends finished batches to a JSONL file and skips what is already there: kill it and rerun.
-``python -m persona_sdk.simulation.pool_builder OUT.jsonl`` builds; :func:`persona_sdk.reward.pool.load_pool`
-reads the shipped gzip from package data.
+``python -m persona_sdk.simulation.pool_builder OUT.jsonl`` builds;
+:func:`persona_sdk.reward.pool.load_pool` reads the shipped gzip from package data.
 """
 
 from __future__ import annotations

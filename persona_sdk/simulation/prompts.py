@@ -1,7 +1,7 @@
 """The chat prompts simulated users are served: templates × topics, tagged by category.
 
-Deterministic data; :mod:`persona_sdk.simulation.users` re-exports :data:`PROMPTS`, :func:`make_prompts`
-and :func:`split_prompts`.
+Deterministic data; :mod:`persona_sdk.simulation.users` re-exports :data:`PROMPTS`,
+:func:`make_prompts` and :func:`split_prompts`.
 """
 
 from __future__ import annotations

@@ -12,21 +12,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_EMOJI = re.compile(
-    "[\U0001f300-\U0001faff\U00002600-\U000027bf\U0001f000-\U0001f2ff\U0001f900-\U0001f9ff]"
-)
+# Pictographs, dingbats and symbols; the simulated editor strips runs of these (plus
+# variation selectors and joiners) with the same ranges.
+EMOJI_RANGES = "\U0001f300-\U0001faff\U00002600-\U000027bf\U0001f000-\U0001f2ff"
+_EMOJI = re.compile(f"[{EMOJI_RANGES}]")
 _BULLET = re.compile(r"^\s*[-*•]\s+\S")
 _NUMBERED = re.compile(r"^\s*\d+[.)]\s+\S")
-_HEADING = re.compile(r"^\s*(#{1,6}\s+\S|\*\*[^*]+\*\*:?\s*$)")
+HEADING = re.compile(r"^\s*(#{1,6}\s+\S|\*\*[^*]+\*\*:?\s*$)")
 _CODE = re.compile(r"```|`[^`\n]+`|^\s{4}\S", re.MULTILINE)
 _GREETING = re.compile(
     r"^\s*(hi|hello|hey|dear|greetings|good (morning|afternoon|evening))\b", re.IGNORECASE
 )
-_SIGNOFF = re.compile(
-    r"(best( regards)?|kind regards|regards|cheers|thanks|thank you|sincerely|warmly|"
-    r"all the best|take care)[,.!]?\s*(\n.{0,40})?\s*$",
-    re.IGNORECASE,
+SIGNOFF_WORDS = (
+    r"(?:best(?: regards)?|kind regards|regards|cheers|thanks|thank you|sincerely|"
+    r"warmly|all the best|take care)[,.!]?"
 )
+SIGNOFF = re.compile(SIGNOFF_WORDS + r"\s*(?:\n.{0,40})?\s*$", re.IGNORECASE)
 _HEDGES = re.compile(
     r"\b(maybe|perhaps|might|possibly|probably|i think|i believe|it seems|somewhat|"
     r"could be|may be|generally|typically|arguably)\b",
@@ -115,10 +116,10 @@ def measure(text: str) -> StyleProfile:
         questions=text.count("?"),
         exclamations=text.count("!"),
         code=len(_CODE.findall(text)),
-        headings=sum(bool(_HEADING.match(line)) for line in lines),
+        headings=sum(bool(HEADING.match(line)) for line in lines),
         hedges=len(_HEDGES.findall(text)),
         greeting=bool(_GREETING.match(body)),
-        signoff=bool(_SIGNOFF.search(body)) and len(lines) > 1,
+        signoff=bool(SIGNOFF.search(body)) and len(lines) > 1,
         contractions=len(_CONTRACTION.findall(text)),
         casual_words=len(_CASUAL.findall(text)),
     )
