@@ -8,12 +8,13 @@ import shutil
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from persona_sdk.adapters.config import BuildConfig, check_pairing
-from persona_sdk.adapters.dpo import PreferencePair, encode_pairs, train_dpo
+from persona_sdk.adapters.dpo import Encoded, PreferencePair, encode_pairs, train_dpo
 from persona_sdk.adapters.manifest import (
     AdapterManifest,
     lora_config,
@@ -26,6 +27,9 @@ from persona_sdk.errors import AdapterError, InvalidInputError
 from persona_sdk.reward.basis import RewardBasis
 from persona_sdk.reward.features import Featurizer
 from persona_sdk.reward.pool import FeaturizedPool
+
+if TYPE_CHECKING:
+    from peft import LoraConfig, PeftModel
 
 HELD_OUT_EVERY = 5  # one prompt in five is never trained on
 
@@ -125,6 +129,97 @@ def _sampled_world(host, basis, world, featurizer, config, out, bar) -> Featuriz
     return sample_world(host, featurizer, prompts, config, out, bar)
 
 
+def _open_manifest(
+    out: Path,
+    host: ModelHost,
+    fingerprint: str,
+    basis: RewardBasis,
+    world: FeaturizedPool,
+    config: BuildConfig,
+) -> AdapterManifest:
+    """The manifest in ``out`` when it was built for this model and basis, else a new one."""
+    try:
+        manifest = AdapterManifest.load(out)
+        manifest.check(host.name, fingerprint, basis.basis_id, 0)
+    except Exception:
+        manifest = AdapterManifest(
+            base_model=host.name,
+            base_fingerprint=fingerprint,
+            basis_id=basis.basis_id,
+            featurizer=basis.featurizer,
+            lora=config.lora.to_dict(),
+            dpo=config.dpo.to_dict(),
+            data={"pairs_per_prompt": config.pairs_per_prompt, "prompts": len(world.prompts),
+                  "replies": len(world.texts), "held_out_every": HELD_OUT_EVERY},
+        )  # fmt: skip
+    return manifest
+
+
+def _directions_to_train(
+    manifest: AdapterManifest, basis: RewardBasis, config: BuildConfig, retrain: bool, out: Path
+) -> list[int]:
+    """The requested directions not finished yet (all of them with ``retrain``); raises
+    before any data is ranked or any step is trained when the request cannot be built."""
+    directions = config.directions or tuple(range(basis.rank))
+    for k in directions:
+        if not 0 <= k < basis.rank:
+            raise InvalidInputError(f"direction {k} is outside 0..{basis.rank - 1}")
+    todo = [k for k in directions if retrain or str(k) not in manifest.directions]
+    if todo and manifest.directions and manifest.lora != config.lora.to_dict():
+        raise AdapterError(
+            f"{out} holds adapters with LoRA {manifest.lora}, not {config.lora.to_dict()}; "
+            "every direction must share one shape (build into a new folder)"
+        )
+    return todo
+
+
+def _encoded_direction_pairs(
+    host: ModelHost, world: FeaturizedPool, rewards: np.ndarray, k: int, config: BuildConfig
+) -> list[Encoded]:
+    pairs = direction_pairs(world, rewards, k, config.pairs_per_prompt,
+                            config.contrast_pairs, config.dpo.seed, config.pairing)  # fmt: skip
+    if not pairs:
+        raise AdapterError(f"direction {k}: no train prompt has two replies to rank")
+    return encode_pairs(host, pairs, config.dpo.max_reply_tokens)
+
+
+def _activate_new_adapter(
+    host: ModelHost, peft_model: PeftModel | None, name: str, spec: LoraConfig
+) -> PeftModel:
+    """Add adapter ``name`` and make it the trained one; the first one wraps ``host.model``
+    (returned: the peft model every later direction is added to)."""
+    from peft import get_peft_model
+
+    if peft_model is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            peft_model = get_peft_model(host.model, spec, adapter_name=name)
+    else:
+        peft_model.add_adapter(name, spec)
+    peft_model.set_adapter(name)
+    return peft_model
+
+
+def _save_adapter(peft_model: PeftModel, name: str, spec: LoraConfig, out: Path) -> str:
+    """Write adapter ``name`` as a PEFT folder under ``out``; returns its sha256."""
+    from peft import get_peft_model_state_dict
+
+    state = get_peft_model_state_dict(peft_model, adapter_name=name)
+    spec.base_model_name_or_path = None  # peft fills in a local cache path
+    return save_peft_folder(out / name, spec, state, dtype=torch.float16)
+
+
+def _direction_stats(
+    config: BuildConfig, basis: RewardBasis, rewards: np.ndarray, k: int, seconds: float
+) -> dict:
+    """What a direction's build records beside the DPO statistics: the settings it was
+    trained with, so a retrained direction says how it differs."""
+    return dict(wall_seconds=round(seconds, 1), reward_std=float(rewards[:, k].std()),
+                axis=basis.axes[k].name, dpo=config.dpo.to_dict(),
+                pairs_per_prompt=config.pairs_per_prompt, contrast_pairs=config.contrast_pairs,
+                pairing=config.pairing, **config.replies_source())  # fmt: skip
+
+
 def build_basis_adapters(
     host: ModelHost,
     basis: RewardBasis,
@@ -144,36 +239,12 @@ def build_basis_adapters(
     ranks the base model's own samples (resumable, kept in ``out``) instead of ``world``'s
     replies; it needs ``featurizer`` (``basis``'s) to score them.
     """
-    from peft import get_peft_model
-
     config = config or BuildConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     fingerprint = model_fingerprint(host.model)
-    try:
-        manifest = AdapterManifest.load(out)
-        manifest.check(host.name, fingerprint, basis.basis_id, 0)
-    except Exception:
-        manifest = AdapterManifest(
-            base_model=host.name,
-            base_fingerprint=fingerprint,
-            basis_id=basis.basis_id,
-            featurizer=basis.featurizer,
-            lora=config.lora.to_dict(),
-            dpo=config.dpo.to_dict(),
-            data={"pairs_per_prompt": config.pairs_per_prompt, "prompts": len(world.prompts),
-                  "replies": len(world.texts), "held_out_every": HELD_OUT_EVERY},
-        )  # fmt: skip
-    directions = config.directions or tuple(range(basis.rank))
-    for k in directions:  # before any data is ranked or any step is trained
-        if not 0 <= k < basis.rank:
-            raise InvalidInputError(f"direction {k} is outside 0..{basis.rank - 1}")
-    todo = [k for k in directions if retrain or str(k) not in manifest.directions]
-    if todo and manifest.directions and manifest.lora != config.lora.to_dict():
-        raise AdapterError(
-            f"{out} holds adapters with LoRA {manifest.lora}, not {config.lora.to_dict()}; "
-            "every direction must share one shape (build into a new folder)"
-        )
+    manifest = _open_manifest(out, host, fingerprint, basis, world, config)
+    todo = _directions_to_train(manifest, basis, config, retrain, out)
     peft_model = None
     with _progress() as bar:
         bar.disable = not progress
@@ -182,38 +253,18 @@ def build_basis_adapters(
         rewards = direction_rewards(world, basis)
         for k in todo:
             name = f"direction_{k}"
-            pairs = direction_pairs(world, rewards, k, config.pairs_per_prompt,
-                                    config.contrast_pairs, config.dpo.seed,
-                                    config.pairing)  # fmt: skip
-            if not pairs:
-                raise AdapterError(f"direction {k}: no train prompt has two replies to rank")
-            encoded = encode_pairs(host, pairs, config.dpo.max_reply_tokens)
+            encoded = _encoded_direction_pairs(host, world, rewards, k, config)
             torch.manual_seed(config.dpo.seed + k)  # the same init when a build resumes
             spec = lora_config(config.lora)
-            if peft_model is None:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", FutureWarning)
-                    peft_model = get_peft_model(host.model, spec, adapter_name=name)
-            else:
-                peft_model.add_adapter(name, spec)
-            peft_model.set_adapter(name)
+            peft_model = _activate_new_adapter(host, peft_model, name, spec)
             start = time.perf_counter()
             stats = train_dpo(
                 peft_model, host, encoded, config.dpo, out / ".partial" / name, bar,
                 f"direction {k} ({basis.axes[k].name})",
                 context={"base": fingerprint, "lora": config.lora.to_dict()},
             )  # fmt: skip
-            from peft import get_peft_model_state_dict
-
-            state = get_peft_model_state_dict(peft_model, adapter_name=name)
-            spec.base_model_name_or_path = None  # peft fills in a local cache path
-            sha = save_peft_folder(out / name, spec, state, dtype=torch.float16)
-            gap = rewards[:, k]
-            stats.update(wall_seconds=round(time.perf_counter() - start, 1),
-                         reward_std=float(gap.std()), axis=basis.axes[k].name,
-                         dpo=config.dpo.to_dict(), pairs_per_prompt=config.pairs_per_prompt,
-                         contrast_pairs=config.contrast_pairs, pairing=config.pairing,
-                         **config.replies_source())  # fmt: skip
+            sha = _save_adapter(peft_model, name, spec, out)
+            stats.update(_direction_stats(config, basis, rewards, k, time.perf_counter() - start))
             manifest.directions[str(k)] = {"folder": name, "sha256": sha, "stats": stats}
             manifest.save(out)
             shutil.rmtree(out / ".partial" / name, ignore_errors=True)

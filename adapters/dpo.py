@@ -156,6 +156,72 @@ def _resume(checkpoint: Path, fingerprint: str, steps: int, params: dict, optimi
     return state
 
 
+def _trainable_params(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if not params:
+        raise ValueError("the model has no trainable adapter parameters")
+    return params
+
+
+def _batch_loss(
+    model: torch.nn.Module, batch: Sequence[Encoded], pad: int, config: DPOConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The DPO loss of one batch against the adapter-disabled model (plus the optional SFT
+    term on chosen replies) and each pair's implicit reward margin."""
+    prompts = [b[0] for b in batch] * 2
+    replies = [b[1] for b in batch] + [b[2] for b in batch]
+    with torch.no_grad(), model.disable_adapter():
+        reference = sequence_logprobs(model, prompts, replies, pad).view(2, -1)
+    policy = sequence_logprobs(model, prompts, replies, pad).view(2, -1)
+    loss, margin = dpo_loss(policy, reference, config.beta)
+    if config.sft_weight > 0:
+        chosen_tokens = torch.tensor([len(b[1]) for b in batch], device=policy.device)
+        loss = loss - config.sft_weight * (policy[0] / chosen_tokens).mean()
+    return loss, margin
+
+
+def _apply_gradients(
+    loss: torch.Tensor, params: dict[str, torch.nn.Parameter], optimizer: torch.optim.Optimizer
+) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params.values(), 1.0)
+    optimizer.step()
+
+
+def _record_step(
+    state: dict, steps_done: int, loss: torch.Tensor, margin: torch.Tensor, started: float
+) -> None:
+    state["step"] = steps_done
+    state["losses"].append(round(loss.item(), 5))
+    state["margins"].append(round(float(margin.mean()), 5))
+    state["accuracies"].append(round(float((margin > 0).float().mean()), 4))
+    state["seconds"] += time.perf_counter() - started
+
+
+def _checkpoint_due(state: dict, config: DPOConfig) -> bool:
+    return state["step"] % config.checkpoint_every == 0 or state["step"] == config.steps
+
+
+def _tail_mean(values: list[float]) -> float | None:
+    """The mean of the last quarter of a run's per-step values (``None`` before any step)."""
+    if not values:
+        return None
+    return float(np.mean(values[-max(1, len(values) // 4) :]))
+
+
+def _run_stats(state: dict, n_pairs: int) -> dict:
+    return {
+        "pairs": n_pairs,
+        "steps": state["step"],
+        "seconds": round(state["seconds"], 1),
+        "first_loss": state["losses"][0] if state["losses"] else None,
+        "final_loss": _tail_mean(state["losses"]),
+        "final_reward_accuracy": _tail_mean(state["accuracies"]),
+        "final_margin": _tail_mean(state["margins"]),
+    }
+
+
 def train_dpo(
     model,
     host: ModelHost,
@@ -173,9 +239,7 @@ def train_dpo(
     pairs, settings, adapter shapes or ``context`` (a changed command), or is past
     ``config.steps``, in which case training starts over.
     """
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    if not params:
-        raise ValueError("the model has no trainable adapter parameters")
+    params = _trainable_params(model)
     optimizer = torch.optim.AdamW(
         params.values(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
@@ -191,40 +255,11 @@ def train_dpo(
         task = progress.add_task(description, total=config.steps, completed=state["step"])
     for step in range(state["step"], config.steps):
         start = time.perf_counter()
-        batch = [encoded[i] for i in schedule[step]]
-        prompts = [b[0] for b in batch] * 2
-        replies = [b[1] for b in batch] + [b[2] for b in batch]
-        with torch.no_grad(), model.disable_adapter():
-            reference = sequence_logprobs(model, prompts, replies, pad).view(2, -1)
-        policy = sequence_logprobs(model, prompts, replies, pad).view(2, -1)
-        loss, margin = dpo_loss(policy, reference, config.beta)
-        if config.sft_weight > 0:
-            chosen_tokens = torch.tensor([len(b[1]) for b in batch], device=policy.device)
-            loss = loss - config.sft_weight * (policy[0] / chosen_tokens).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params.values(), 1.0)
-        optimizer.step()
-        state["step"] = step + 1
-        state["losses"].append(round(loss.item(), 5))
-        state["margins"].append(round(float(margin.mean()), 5))
-        state["accuracies"].append(round(float((margin > 0).float().mean()), 4))
-        state["seconds"] += time.perf_counter() - start
-        if checkpoint is not None and (
-            state["step"] % config.checkpoint_every == 0 or state["step"] == config.steps
-        ):
+        loss, margin = _batch_loss(model, [encoded[i] for i in schedule[step]], pad, config)
+        _apply_gradients(loss, params, optimizer)
+        _record_step(state, step + 1, loss, margin, start)
+        if checkpoint is not None and _checkpoint_due(state, config):
             _save_checkpoint(checkpoint, params, optimizer, state)
         if task is not None:
             progress.update(task, advance=1, description=f"{description} loss {loss.item():.3f}")
-    tail = max(1, len(state["losses"]) // 4)
-    return {
-        "pairs": len(encoded),
-        "steps": state["step"],
-        "seconds": round(state["seconds"], 1),
-        "first_loss": state["losses"][0] if state["losses"] else None,
-        "final_loss": float(np.mean(state["losses"][-tail:])) if state["losses"] else None,
-        "final_reward_accuracy": float(np.mean(state["accuracies"][-tail:]))
-        if state["accuracies"]
-        else None,
-        "final_margin": float(np.mean(state["margins"][-tail:])) if state["margins"] else None,
-    }
+    return _run_stats(state, len(encoded))

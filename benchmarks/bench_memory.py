@@ -26,17 +26,31 @@ import argparse
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
-from memory_texts import (  # benchmarks/ is on sys.path when run as a script
+from memory_harness import (  # benchmarks/ is on sys.path when run as a script
+    GLOBAL_FRACTION,
+    NOISE,
+    Pools,
+    close_persona,
+    err,
+    fmt,
+    make_cached_embedder,
+    pcts,
+    probe_size,
+    show,
+    time_calls,
+)
+from memory_scale import bench_many_users, bench_scales
+from memory_texts import (
     ASKS,
     DOCUMENTS,
     INSTRUCTIONS,
@@ -46,121 +60,11 @@ from memory_texts import (  # benchmarks/ is on sys.path when run as a script
     shuffled,
 )
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 SEED = 20261123
-NOISE = 0.03  # per-dimension sigma: a perturbed vector keeps cosine ~0.85 with its base
-QUERY_NOISE = 0.02
-GLOBAL_FRACTION = 0.10
-SEARCH_K = 32  # what Retriever asks FAISS for with the default top_k=5: max(4 * 5, 32)
-ROW_BYTES = 2 * 384 * 4 + 400  # embedding + text_embedding BLOBs + text, context, timestamps
 
-err = Console(stderr=True)
-
-# -- helpers ------------------------------------------------------------------------------
-
-
-def label(n: int) -> str:
-    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
-
-
-def pcts(samples_s: list[float]) -> tuple[float, float]:
-    """p50 and p99 in milliseconds."""
-    p50, p99 = np.percentile(np.asarray(samples_s) * 1000, [50, 99])
-    return float(p50), float(p99)
-
-
-def perturb(base: np.ndarray, picks: np.ndarray, rng: np.random.Generator, noise: float):
-    vectors = base[picks] + rng.normal(0.0, noise, (len(picks), base.shape[1])).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors.astype(np.float32)
-
-
-class Pools:
-    """Real MiniLM embeddings of rule texts, contexts and queries: bases for synthetic rows."""
-
-    def __init__(self, embedder, texts: list[str], ctxs: list[str], query_texts: list[str]):
-        self.texts, self.text_vecs = texts, embedder.encode(texts)
-        self.ctxs, self.ctx_vecs = ctxs, embedder.encode(ctxs)
-        self.query_vecs = embedder.encode(query_texts)
-
-    def rows(self, count: int, rng: np.random.Generator) -> list[dict]:
-        """Synthetic rules: 10% global (found by their text), 90% with a context."""
-        is_global = rng.random(count) < GLOBAL_FRACTION
-        t = rng.integers(len(self.texts), size=count)
-        c = rng.integers(len(self.ctxs), size=count)
-        text_vecs = perturb(self.text_vecs, t, rng, NOISE)
-        ctx_vecs = perturb(self.ctx_vecs, c, rng, NOISE)
-        return [
-            {
-                "kind": "rule",
-                "text": self.texts[t[i]],
-                "context": None if is_global[i] else self.ctxs[c[i]],
-                "embedding": text_vecs[i] if is_global[i] else ctx_vecs[i],
-                "text_embedding": text_vecs[i],
-            }
-            for i in range(count)
-        ]
-
-    def query_batch(self, count: int, rng: np.random.Generator) -> np.ndarray:
-        picks = rng.integers(len(self.query_vecs), size=count)
-        return perturb(self.query_vecs, picks, rng, QUERY_NOISE)
-
-
-def progress() -> Progress:
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-    return Progress(*columns, TimeElapsedColumn(), console=err, transient=True)
-
-
-def make_cached_embedder(inner, table: dict[str, np.ndarray]):
-    """An Embedder that looks vectors up instead of running MiniLM: isolates write cost."""
-    from persona_sdk.decoding.embedder import Embedder
-
-    class CachedEmbedder(Embedder):
-        def __init__(self):  # the real one's state (same identity), no model call
-            self.__dict__.update(inner.__dict__)
-            self._lock = threading.Lock()
-
-        def encode(self, texts, batch_size: int = 64):
-            return np.stack([table[t] for t in texts]).astype(np.float32)
-
-    return CachedEmbedder()
-
-
-def close_persona(persona) -> None:
-    """Close without writing every dirty index to disk (the data is deleted anyway)."""
-    persona.store.close()
-    persona.close()
-
-
-def time_calls(fn, args_list) -> list[float]:
-    out = []
-    for args in args_list:
-        t = time.perf_counter()
-        fn(*args)
-        out.append(time.perf_counter() - t)
-    return out
-
-
-def fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
-    return str(value)
-
-
-def show(table, part: int, results: dict, keys) -> None:
-    table.add_section()
-    for key in keys:
-        table.add_row(f"{part}. {key}", fmt(results[key]))
-
-
-def probe_size(scale: int) -> int:
-    """Rules added through add_rules to a user of this size (fewer when each is slow)."""
-    return max(8, min(64, 640_000 // scale))
-
-
-# -- the five measurements ---------------------------------------------------------------
+# -- parts 1 and 5 (2 to 4 are in memory_scale) ------------------------------------------
 
 
 def bench_add(root: Path, embedder, texts: list[str], batch: int, table, results: dict) -> None:
@@ -197,156 +101,6 @@ def bench_add(root: Path, embedder, texts: list[str], batch: int, table, results
         "write_only_per_s_last_batch": write_rates[-1],
     }
     show(table, 1, results, [k for k in results if k.startswith(("add_", "embed_", "write_"))])
-
-
-def bench_scales(root: Path, args, embedder, pools: Pools, probe_texts, rng, table, results):
-    from persona_sdk import Persona
-    from persona_sdk.memory.retrieval import Retriever
-
-    probes = iter(probe_texts)
-    persona = Persona.open(root / "single", embedder=make_cached_embedder(embedder, probe_texts))
-    store, indexes = persona.store, persona.indexes
-    retriever = Retriever(store, indexes, persona.retrieval_config)
-    user, count = "one-user", 0
-    for scale in args.scales:
-        tag = label(scale)
-        err.print(f"[bold]2. one user at {tag} memories[/]")
-        with progress() as bar:
-            task = bar.add_task(f"insert to {tag}", total=scale, completed=count)
-            while count < scale:
-                rows = pools.rows(min(10_000, scale - count), rng)
-                store.add_memories(user, rows)
-                count += len(rows)
-                bar.update(task, completed=count)
-        indexes.get(user)  # the first get after the bulk insert rebuilds from SQLite
-        qs = pools.query_batch(args.queries + 50, rng)
-        warm_q, timed_q = [(q,) for q in qs[:50]], [(q,) for q in qs[50:]]
-
-        def search(q):
-            return indexes.get(user).search(q, SEARCH_K)
-
-        def retrieve(q):
-            return retriever.retrieve(user, q)
-
-        time_calls(search, warm_q)
-        s = time_calls(search, timed_q)
-        warm = np.mean(time_calls(retrieve, warm_q[:20]))
-        n_retrieve = args.queries
-        if warm * args.queries > args.retrieve_budget_s:  # slow: fewer queries, with a floor
-            n_retrieve = min(
-                args.queries, max(args.min_queries, int(args.retrieve_budget_s / warm))
-            )
-        r = time_calls(retrieve, timed_q[:n_retrieve])
-        mean_rules = np.mean([len(retrieve(q)) for (q,) in timed_q[:50]])
-        cold = []  # a fresh Retriever reads the global rules first, as after any write
-        for (q,) in warm_q[:5]:
-            fresh = Retriever(store, indexes, persona.retrieval_config)
-            cold += time_calls(fresh.retrieve, [(user, q)])
-        results[f"search_p50_ms_{tag}"], results[f"search_p99_ms_{tag}"] = pcts(s)
-        results[f"retrieve_p50_ms_{tag}"], results[f"retrieve_p99_ms_{tag}"] = pcts(r)
-        results[f"retrieve_queries_{tag}"] = n_retrieve
-        results[f"retrieve_mean_rules_{tag}"] = float(mean_rules)
-        results[f"retrieve_cold_globals_ms_{tag}"] = float(np.median(cold) * 1000)
-        show(table, 2, results, [k for k in results if k.endswith(f"_{tag}")])
-
-        # 4. save, load from disk and rebuild from SQLite
-        reps = 3 if scale >= 50_000 else 5
-        save_s = time_calls(indexes.flush, [()])[0]
-        rebuilds = indexes.rebuilds
-        loads = time_calls(indexes.refresh, [(user,)] * reps)
-        assert indexes.rebuilds == rebuilds, "the index was rebuilt, not loaded"
-        builds = []
-        for _ in range(reps):
-            for path in indexes.paths(user):
-                path.unlink(missing_ok=True)
-            builds += time_calls(indexes.refresh, [(user,)])
-        assert indexes.rebuilds == rebuilds + reps, "the index was loaded, not rebuilt"
-        indexes.flush()
-        results[f"index_save_s_{tag}"] = save_s
-        results[f"load_s_{tag}"] = float(np.median(loads))
-        results[f"rebuild_s_{tag}"] = float(np.median(builds))
-        show(table, 4, results, [f"index_save_s_{tag}", f"load_s_{tag}", f"rebuild_s_{tag}"])
-
-        # 1. (continued) add_rules with precomputed vectors to a user this big: the first
-        # batch reads the user's rules (as the first write after a restart or another
-        # writer does), the next one reuses them
-        n_probe = probe_size(scale)
-        keys = [f"write_only_per_s_at_{tag}_first", f"write_only_per_s_at_{tag}_next"]
-        for key in keys:
-            batch = [next(probes) for _ in range(n_probe)]
-            t = time.perf_counter()
-            persona.user(user).add_rules(batch)
-            results[key] = n_probe / (time.perf_counter() - t)
-            count += n_probe
-        indexes.get(user)
-        show(table, 1, results, keys)
-    close_persona(persona)
-
-
-def bench_many_users(root: Path, args, embedder, pools: Pools, rng, table, results) -> None:
-    from persona_sdk import Persona
-    from persona_sdk.memory.retrieval import Retriever
-
-    users, per_user = args.users, args.per_user
-    free = shutil.disk_usage(root).free
-    if free < max(5e9, users * per_user * ROW_BYTES * 1.5 + 1e9):
-        fit = max(1, int(max(0.0, free - 1e9) / (per_user * ROW_BYTES * 1.5)))
-        err.print(
-            f"[bold red]only {free / 1e9:.1f} GB free at {root}: scaling the many-user test "
-            f"down from {users} to {fit} users[/]"
-        )
-        users = min(users, fit)
-    results |= {"multi_users": users, "multi_per_user": per_user}
-    err.print(f"[bold]3. {users} users x {per_user} memories[/]")
-    persona = Persona.open(root / "multi", embedder=embedder)
-    store, indexes = persona.store, persona.indexes
-    retriever = Retriever(store, indexes, persona.retrieval_config)
-    ids = [f"user-{i:05d}" for i in range(users)]
-    group = max(1, 50_000 // per_user)  # users per outer transaction
-    start = time.perf_counter()
-    with progress() as bar:
-        task = bar.add_task("insert", total=users * per_user)
-        for i in range(0, users, group):
-            with store.transaction():  # add_memories joins it: one commit per group
-                for user in ids[i : i + group]:
-                    store.add_memories(user, pools.rows(per_user, rng))
-                    bar.advance(task, per_user)
-    insert_s = time.perf_counter() - start
-    store.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    db_gb = store.path.stat().st_size / 1e9
-
-    cold = []
-    with progress() as bar:
-        task = bar.add_task("first get per user (rebuild)", total=users)
-        for user in ids:
-            cold += time_calls(indexes.get, [(user,)])
-            bar.advance(task)
-    n = args.multi_queries
-    picks = [ids[i] for i in rng.integers(users, size=n + 100)]
-    pairs = list(zip(picks, pools.query_batch(n + 100, rng)))
-
-    def search(user, q):
-        return indexes.get(user).search(q, SEARCH_K)
-
-    def timed(fn):
-        time_calls(fn, pairs[:100])
-        return time_calls(fn, pairs[100:])
-
-    # the first retrieve per user reads its global rules; warm them all, as a server would
-    time_calls(retriever.retrieve, [(user, pairs[0][1]) for user in ids])
-    s, r = timed(search), timed(retriever.retrieve)
-    results |= {
-        "multi_user_rows": users * per_user,
-        "multi_user_insert_s": insert_s,
-        "multi_user_insert_per_s": users * per_user / insert_s,
-        "multi_user_db_gb": db_gb,
-        "multi_user_queries": n,
-    }
-    results["multi_user_search_p50_ms"], results["multi_user_search_p99_ms"] = pcts(s)
-    results["multi_user_retrieve_p50_ms"], results["multi_user_retrieve_p99_ms"] = pcts(r)
-    results["multi_user_first_get_p50_ms"], results["multi_user_first_get_p99_ms"] = pcts(cold)
-    close_persona(persona)
-    show(table, 3, results, [k for k in results if k.startswith("multi_")])
 
 
 def bench_query_embed(embedder, texts: list[str], table, results: dict) -> None:
@@ -400,6 +154,100 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+@dataclass
+class BenchTexts:
+    """Distinct rule texts split by use, and the contexts and queries to embed."""
+
+    add: list[str]  # part 1, through add_rules
+    base: list[str]  # real embeddings the synthetic rows perturb
+    probes: list[str]  # writes into a big user, with precomputed vectors
+    contexts: list[str]
+    queries: list[str]
+
+
+def bench_texts(embedder, args: argparse.Namespace, n_base: int, rng: random.Random) -> BenchTexts:
+    """Rules distinct in meaning too (consolidation would merge near-duplicates into one),
+    contexts and queries, all drawn from ``rng``."""
+    needed = args.add + n_base + sum(2 * probe_size(scale) for scale in args.scales)
+    most = len(TOPICS) * len(INSTRUCTIONS)
+    candidates = rule_texts(min(most, int(needed * 1.1) + 32), rng)
+    all_texts = distinct_by_meaning(candidates, embedder.encode(candidates), needed)
+    ctxs = [f"{doc} about {topic}" for doc, topic in shuffled(rng, DOCUMENTS, TOPICS)]
+    combos = shuffled(rng, ASKS, DOCUMENTS, TOPICS)
+    query_texts = [f"{ask} {doc} about {topic}?" for ask, doc, topic in combos]
+    return BenchTexts(
+        add=all_texts[: args.add],
+        base=all_texts[args.add : args.add + n_base],
+        probes=all_texts[args.add + n_base :],
+        contexts=ctxs,
+        queries=query_texts[: max(args.query_embeds, 20 + 200) + n_base],
+    )
+
+
+def environment(
+    embedder, n_base: int, load_start: float, torch: ModuleType, faiss: ModuleType
+) -> dict:
+    """What the run measured on: the model, code, threads, load and how rows are made."""
+    return {
+        "embedder": embedder.identity,
+        "device": str(embedder.model.device),
+        "code": git_state(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "faiss_omp_threads": faiss.omp_get_max_threads(),
+        "loadavg_1m_start": load_start,
+        "synthetic_vectors": (
+            f"one-user scales and many-user rows use {n_base} real MiniLM embeddings each of "
+            f"rules, contexts and queries, perturbed with N(0, {NOISE}) noise and "
+            f"renormalised; {GLOBAL_FRACTION:.0%} global rules, rest contextual; rows carry "
+            "both BLOBs"
+        ),
+    }
+
+
+def run_parts(
+    embedder,
+    args: argparse.Namespace,
+    texts: BenchTexts,
+    n_base: int,
+    rng: np.random.Generator,
+    table: Table,
+    results: dict,
+) -> None:
+    """The five measurements, in a temporary data directory deleted at the end."""
+    with tempfile.TemporaryDirectory(prefix="bench_memory_", dir=args.tmpdir) as tmp:
+        root = Path(tmp)
+        # 5 first: its texts also give the real query embeddings the synthetic ones perturb
+        bench_query_embed(embedder, texts.queries[: args.query_embeds], table, results)
+        pools = Pools(embedder, texts.base, texts.contexts[:n_base], texts.queries[-n_base:])
+        probe_texts = dict(zip(texts.probes, embedder.encode(texts.probes)))
+        bench_add(root, embedder, texts.add, args.batch, table, results)
+        bench_scales(root, args, embedder, pools, probe_texts, rng, table, results)
+        bench_many_users(root, args, embedder, pools, rng, table, results)
+        err.print("cleaning up")
+
+
+def finish(results: dict, began: float, torch: ModuleType, faiss: ModuleType, table: Table) -> None:
+    """Add the end-of-run state and the targets to ``results`` and to the table."""
+    results["runtime_s"] = time.perf_counter() - began
+    results["loadavg_1m_end"] = os.getloadavg()[0]
+    results["torch_threads_end"] = torch.get_num_threads()
+    results["faiss_omp_threads_end"] = faiss.omp_get_max_threads()
+
+    ten_k = results.get("search_p99_ms_10k")
+    results["targets"] = {
+        "add_per_s>=200": results["add_per_s"] >= 200,
+        "search_p99_ms_10k<=2": None if ten_k is None else ten_k <= 2,
+    }
+    keys = ["runtime_s", "code", "cpu_count", "torch_threads", "torch_threads_end"]
+    keys += ["faiss_omp_threads", "faiss_omp_threads_end", "loadavg_1m_start", "loadavg_1m_end"]
+    table.add_section()
+    for key in keys:
+        table.add_row(key, fmt(results[key]))
+    for key, ok in results["targets"].items():
+        table.add_row(f"target {key}", {True: "met", False: "MISSED", None: "n/a"}[ok])
+
+
 def main() -> None:
     args = parse_args()
     # A terminated run still deletes its temporary data (SIGTERM unwinds like Ctrl-C).
@@ -422,65 +270,13 @@ def main() -> None:
     err.print("loading MiniLM")
     embedder = load_embedder()
     n_base = 96 if args.quick else 320
-    needed = args.add + n_base + sum(2 * probe_size(scale) for scale in args.scales)
-    # distinct in meaning too: consolidation would merge near-duplicates into one rule
-    most = len(TOPICS) * len(INSTRUCTIONS)
-    candidates = rule_texts(min(most, int(needed * 1.1) + 32), text_rng)
-    all_texts = distinct_by_meaning(candidates, embedder.encode(candidates), needed)
-    add_texts = all_texts[: args.add]
-    base_texts = all_texts[args.add : args.add + n_base]
-    probe_list = all_texts[args.add + n_base :]
-    ctxs = [f"{doc} about {topic}" for doc, topic in shuffled(text_rng, DOCUMENTS, TOPICS)]
-    combos = shuffled(text_rng, ASKS, DOCUMENTS, TOPICS)
-    query_texts = [f"{ask} {doc} about {topic}?" for ask, doc, topic in combos]
-    query_texts = query_texts[: max(args.query_embeds, 20 + 200) + n_base]
-
-    results: dict = {
-        "embedder": embedder.identity,
-        "device": str(embedder.model.device),
-        "code": git_state(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "faiss_omp_threads": faiss.omp_get_max_threads(),
-        "loadavg_1m_start": load_start,
-        "synthetic_vectors": (
-            f"one-user scales and many-user rows use {n_base} real MiniLM embeddings each of "
-            f"rules, contexts and queries, perturbed with N(0, {NOISE}) noise and "
-            f"renormalised; {GLOBAL_FRACTION:.0%} global rules, rest contextual; rows carry "
-            "both BLOBs"
-        ),
-    }
+    texts = bench_texts(embedder, args, n_base, text_rng)
+    results = environment(embedder, n_base, load_start, torch, faiss)
     table = Table(title="bench_memory (embedded all-MiniLM-L6-v2, SQLite + FAISS, CPU)")
     table.add_column("measure")
     table.add_column("value", justify="right")
-
-    with tempfile.TemporaryDirectory(prefix="bench_memory_", dir=args.tmpdir) as tmp:
-        root = Path(tmp)
-        # 5 first: its texts also give the real query embeddings the synthetic ones perturb
-        bench_query_embed(embedder, query_texts[: args.query_embeds], table, results)
-        pools = Pools(embedder, base_texts, ctxs[:n_base], query_texts[-n_base:])
-        probe_texts = dict(zip(probe_list, embedder.encode(probe_list)))
-        bench_add(root, embedder, add_texts, args.batch, table, results)
-        bench_scales(root, args, embedder, pools, probe_texts, rng, table, results)
-        bench_many_users(root, args, embedder, pools, rng, table, results)
-        err.print("cleaning up")
-    results["runtime_s"] = time.perf_counter() - began
-    results["loadavg_1m_end"] = os.getloadavg()[0]
-    results["torch_threads_end"] = torch.get_num_threads()
-    results["faiss_omp_threads_end"] = faiss.omp_get_max_threads()
-
-    ten_k = results.get("search_p99_ms_10k")
-    results["targets"] = {
-        "add_per_s>=200": results["add_per_s"] >= 200,
-        "search_p99_ms_10k<=2": None if ten_k is None else ten_k <= 2,
-    }
-    keys = ["runtime_s", "code", "cpu_count", "torch_threads", "torch_threads_end"]
-    keys += ["faiss_omp_threads", "faiss_omp_threads_end", "loadavg_1m_start", "loadavg_1m_end"]
-    table.add_section()
-    for key in keys:
-        table.add_row(key, fmt(results[key]))
-    for key, ok in results["targets"].items():
-        table.add_row(f"target {key}", {True: "met", False: "MISSED", None: "n/a"}[ok])
+    run_parts(embedder, args, texts, n_base, rng, table, results)
+    finish(results, began, torch, faiss, table)
     Console().print(table)
     Console().print(f"[dim]{results['synthetic_vectors']}[/]")
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in results.items()}))

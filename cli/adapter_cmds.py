@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -13,6 +14,10 @@ from persona_sdk.cli.common import JsonOption, existing_user, open_persona
 from persona_sdk.cli.render import console, emit_json
 from persona_sdk.errors import InvalidInputError
 from persona_sdk.validation import validate_int, validate_number
+
+if TYPE_CHECKING:
+    from persona_sdk.adapters.config import BuildConfig
+    from persona_sdk.adapters.manifest import AdapterManifest
 
 app = typer.Typer()  # merged into the top-level `persona` command
 
@@ -57,13 +62,37 @@ def build_basis(
     json_: bool = JsonOption,
 ) -> None:  # fmt: skip
     """Train one LoRA per reward direction for the base model (--model); resumable."""
-    from persona_sdk.adapters.build import build_basis_adapters
-    from persona_sdk.adapters.config import BuildConfig, DPOConfig, LoraSpec
-    from persona_sdk.adapters.manager import BASIS_ADAPTERS_DIR
-    from persona_sdk.decoding.models import load_model
-    from persona_sdk.reward.pool import FeaturizedPool, read_pool
+    config = _build_config(rank=rank, steps=steps, learning_rate=learning_rate, beta=beta,
+                           pairs_per_prompt=pairs_per_prompt, pairing=pairing,
+                           contrast_pairs=contrast_pairs, direction=direction,
+                           samples_per_prompt=samples_per_prompt,
+                           sample_prompts=sample_prompts)  # fmt: skip
+    if retrain and not direction:
+        raise InvalidInputError("--retrain needs --direction (which adapters to retrain)")
+    if sample_prompts is not None and not samples_per_prompt:
+        raise InvalidInputError("--sample-prompts needs --samples-per-prompt")
+    manifest, target = _train_basis_adapters(ctx, config, pool, out, progress=not json_,
+                                             retrain=retrain)  # fmt: skip
+    _report_basis_adapters(manifest, target, json_)
 
-    config = BuildConfig(
+
+def _build_config(
+    *,
+    rank: int,
+    steps: int,
+    learning_rate: float,
+    beta: float,
+    pairs_per_prompt: int,
+    pairing: str,
+    contrast_pairs: bool,
+    direction: list[int] | None,
+    samples_per_prompt: int,
+    sample_prompts: int | None,
+) -> BuildConfig:
+    """``build-basis``'s options, validated, as a build config."""
+    from persona_sdk.adapters.config import BuildConfig, DPOConfig, LoraSpec
+
+    return BuildConfig(
         lora=LoraSpec(rank=validate_int(rank, "rank", low=1, high=256),
                       alpha=2.0 * rank),
         dpo=DPOConfig(steps=validate_int(steps, "steps", low=1, high=100_000),
@@ -79,10 +108,23 @@ def build_basis(
         sample_prompts=None if sample_prompts is None
         else validate_int(sample_prompts, "sample-prompts", low=1),
     )  # fmt: skip
-    if retrain and not direction:
-        raise InvalidInputError("--retrain needs --direction (which adapters to retrain)")
-    if sample_prompts is not None and not samples_per_prompt:
-        raise InvalidInputError("--sample-prompts needs --samples-per-prompt")
+
+
+def _train_basis_adapters(
+    ctx: typer.Context,
+    config: BuildConfig,
+    pool: Path | None,
+    out: Path | None,
+    progress: bool,
+    retrain: bool,
+) -> tuple[AdapterManifest, Path]:
+    """Build the basis adapters of the --model into ``out`` (default: the data dir's);
+    returns the manifest and the folder."""
+    from persona_sdk.adapters.build import build_basis_adapters
+    from persona_sdk.adapters.manager import BASIS_ADAPTERS_DIR
+    from persona_sdk.decoding.models import load_model
+    from persona_sdk.reward.pool import FeaturizedPool, read_pool
+
     settings = ctx.obj
     with open_persona(ctx) as persona:
         basis = persona.rewards.basis
@@ -91,8 +133,12 @@ def build_basis(
         host = load_model(settings.model, settings.device, shared=False)
         target = out or persona.data_dir / BASIS_ADAPTERS_DIR
         manifest = build_basis_adapters(host, basis, world, target, config,
-                                        progress=not json_, retrain=retrain,
+                                        progress=progress, retrain=retrain,
                                         featurizer=persona.rewards.featurizer)  # fmt: skip
+    return manifest, target
+
+
+def _report_basis_adapters(manifest: AdapterManifest, target: Path, json_: bool) -> None:
     summary = {
         "path": str(target),
         "base_model": manifest.base_model,

@@ -3,7 +3,7 @@ user adapters raise simulated users' true utility over the base model, on held-o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -14,11 +14,19 @@ from persona_sdk.adapters.dpo import prompt_ids
 from persona_sdk.adapters.serving import Slot
 from persona_sdk.decoding.loop import BatchGeneration, SamplingParams
 from persona_sdk.errors import InvalidInputError
+from persona_sdk.reward.basis import RewardBasis
 from persona_sdk.reward.posterior import fit_posterior
-from persona_sdk.simulation.users import attribute_vector, calibrate_beta, make_reward_population
+from persona_sdk.simulation.users import (
+    SimulatedUser,
+    attribute_vector,
+    calibrate_beta,
+    make_reward_population,
+)
 from persona_sdk.simulation.world import RewardWorld, bt_labels
 
 EVAL_KEY = "\0eval-adapters"
+
+Encode = Callable[[list[str]], np.ndarray]  # texts to unit vectors
 
 
 @dataclass
@@ -115,81 +123,159 @@ def check_directions(persona, config: AdapterEvalConfig) -> Sequence[int]:
     return directions
 
 
+@dataclass
+class _Baseline:
+    """The base model's replies to the eval prompts, with their rewards and quality."""
+
+    prompts: list[str]
+    replies: list[str]
+    rewards: np.ndarray  # (n_prompts, K)
+    quality: dict[str, np.ndarray]
+
+    def quality_of_first(self, n: int) -> dict[str, np.ndarray]:
+        return {name: values[:n] for name, values in self.quality.items()}
+
+
+def _eval_prompts(
+    world: RewardWorld, config: AdapterEvalConfig, rng: np.random.Generator
+) -> list[str]:
+    """Enough held-out prompts for both measures, in a seeded random order."""
+    held_out = [p for p in world.prompts if is_held_out(p)]
+    n_prompts = max(config.prompts, config.direction_prompts)
+    return [held_out[i] for i in rng.permutation(len(held_out))[:n_prompts]]
+
+
+def _progress_step(progress, total: int) -> Callable[[], None]:
+    """A callback advancing one ``progress`` task by a step (a no-op without ``progress``)."""
+    task = progress.add_task("eval adapters", total=total) if progress else None
+
+    def step() -> None:
+        if task is not None:
+            progress.advance(task)
+
+    return step
+
+
+def _reply_encoder(persona) -> Encode:
+    """The featurizer's embeddings when it has them, else the persona's embedder."""
+    cache = getattr(persona.rewards.featurizer, "cache", None)
+    return cache.encode if cache is not None else persona.embedder.encode
+
+
+def _direction_effect(
+    persona, config: AdapterEvalConfig, baseline: _Baseline, encode: Encode, k: int
+) -> dict:
+    """How far direction ``k``'s basis adapter moves its own reward ``r_k`` over the base
+    model's replies, in base standard deviations."""
+    basis = persona.rewards.basis
+    prompts = baseline.prompts[: config.direction_prompts]
+    adapter = _coefficient_adapter(persona, f"d{k}", np.eye(basis.rank)[k])
+    replies = generate_replies(persona, prompts, config, adapter)
+    r = basis.project(persona.rewards.featurizer.features(prompts, replies))[:, k]
+    b = baseline.rewards[: len(prompts), k]
+    sd = float(b.std(ddof=1)) or 1.0
+    quality = reply_quality(encode, prompts, replies)
+    return {
+        "direction": k, "axis": basis.axes[k].name, "base_mean": float(b.mean()),
+        "adapter_mean": float(r.mean()), "base_sd": sd,
+        "effect_sd": float((r.mean() - b.mean()) / sd), "ci95_sd": ci95(r - b) / sd,
+        **quality_fields(baseline.quality_of_first(len(prompts)), quality),
+    }  # fmt: skip
+
+
+def _onboarded_weights(
+    world: RewardWorld,
+    basis: RewardBasis,
+    train_ids: np.ndarray,
+    shots: int,
+    utility: np.ndarray,
+    threshold: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """A simulated user's posterior mean weights after answering ``shots`` pairs on train
+    prompts (Bradley-Terry answers under their ``utility``)."""
+    a, b = world.answerable_pairs(train_ids, shots, utility, threshold, rng)
+    gap = utility[a] - utility[b]
+    wins = bt_labels(gap, calibrate_beta(gap), rng)
+    g = basis.project(world.differences(a, b, wins))
+    return fit_posterior(g, basis.prior_mean, basis.prior_precision).mean
+
+
+def _user_gain(
+    u: int,
+    user: SimulatedUser,
+    prompts: list[str],
+    replies: list[str],
+    base_attrs: np.ndarray,
+    baseline: _Baseline,
+    encode: Encode,
+) -> dict:
+    """A simulated user's true utility of their adapter's replies against the base model's."""
+    attrs = np.stack([attribute_vector(t, p) for t, p in zip(replies, prompts)])
+    diff = attrs @ user.weights - base_attrs @ user.weights
+    quality = reply_quality(encode, prompts, replies)
+    return {
+        "user": u, "top": [n for n, _ in user.top_attributes(2)],
+        "base_utility": float((base_attrs @ user.weights).mean()),
+        "adapter_utility": float((attrs @ user.weights).mean()),
+        "gain": float(diff.mean()), "ci95": ci95(diff),
+        **quality_fields(baseline.quality_of_first(len(prompts)), quality),
+    }  # fmt: skip
+
+
+def _user_gains(
+    persona,
+    config: AdapterEvalConfig,
+    world: RewardWorld,
+    baseline: _Baseline,
+    encode: Encode,
+    rng: np.random.Generator,
+    step: Callable[[], None],
+) -> list[dict]:
+    """Per unseen simulated user, onboarded on train prompts: their adapter's gain in true
+    utility over the base model on held-out prompts."""
+    basis = persona.rewards.basis
+    train_ids = np.array([i for i, p in enumerate(world.prompts) if not is_held_out(p)])
+    prompts = baseline.prompts[: config.prompts]
+    base_attrs = np.stack(
+        [attribute_vector(t, p) for t, p in zip(baseline.replies, baseline.prompts)]
+    )[: config.prompts]
+    users = make_reward_population(config.users, seed=1000 + config.seed)
+    utility = world.utilities(users)
+    thresholds = world.indifference(utility, 0.5, rng)
+    gains = []
+    for u, user in enumerate(users):
+        weights = _onboarded_weights(
+            world, basis, train_ids, config.shots, utility[:, u], thresholds[u], rng
+        )
+        name = _coefficient_adapter(persona, f"u{u}", coefficients(weights))
+        replies = generate_replies(persona, prompts, config, name)
+        gains.append(_user_gain(u, user, prompts, replies, base_attrs, baseline, encode))
+        step()
+        persona.adapters.server.drop_user(EVAL_KEY)
+    return gains
+
+
 def run_adapter_eval(persona, config: AdapterEvalConfig, progress=None) -> AdapterEvalResult:
     """Both measures of ``persona eval adapters``; ``progress`` is a rich Progress or None."""
     basis = persona.rewards.basis
     featurizer = persona.rewards.featurizer
     world = RewardWorld.build(featurizer)
-    held_out = [p for p in world.prompts if is_held_out(p)]
-    train_ids = np.array([i for i, p in enumerate(world.prompts) if not is_held_out(p)])
     rng = np.random.default_rng(config.seed)
-    n_prompts = max(config.prompts, config.direction_prompts)
-    prompts = [held_out[i] for i in rng.permutation(len(held_out))[:n_prompts]]
+    prompts = _eval_prompts(world, config, rng)
     directions = check_directions(persona, config)
-    total = 1 + len(directions) + config.users
-    task = progress.add_task("eval adapters", total=total) if progress else None
-
-    def step():
-        if task is not None:
-            progress.advance(task)
-
+    step = _progress_step(progress, 1 + len(directions) + config.users)
     result = AdapterEvalResult(persona.host.name, asdict(config))
     base = generate_replies(persona, prompts, config)
     step()
-    base_r = basis.project(featurizer.features(prompts, base))
-    cache = getattr(featurizer, "cache", None)  # the featurizer's embeddings, when it has them
-    encode = cache.encode if cache is not None else persona.embedder.encode
-    base_quality = reply_quality(encode, prompts, base)
-
-    def base_part(n: int) -> dict[str, np.ndarray]:
-        return {name: values[:n] for name, values in base_quality.items()}
-
-    dir_prompts = prompts[: config.direction_prompts]
-    n_dir = len(dir_prompts)
+    encode = _reply_encoder(persona)
+    base_rewards = basis.project(featurizer.features(prompts, base))
+    baseline = _Baseline(prompts, base, base_rewards, reply_quality(encode, prompts, base))
     for k in directions:
-        replies = generate_replies(
-            persona,
-            dir_prompts,
-            config,
-            _coefficient_adapter(persona, f"d{k}", np.eye(basis.rank)[k]),
-        )
-        r = basis.project(featurizer.features(dir_prompts, replies))[:, k]
-        b = base_r[:n_dir, k]
-        sd = float(b.std(ddof=1)) or 1.0
-        quality = reply_quality(encode, dir_prompts, replies)
-        result.directions.append({
-            "direction": k, "axis": basis.axes[k].name, "base_mean": float(b.mean()),
-            "adapter_mean": float(r.mean()), "base_sd": sd,
-            "effect_sd": float((r.mean() - b.mean()) / sd), "ci95_sd": ci95(r - b) / sd,
-            **quality_fields(base_part(n_dir), quality),
-        })  # fmt: skip
+        result.directions.append(_direction_effect(persona, config, baseline, encode, k))
         step()
     if not config.users:
         return result
-    user_prompts = prompts[: config.prompts]
-    base_attrs = np.stack([attribute_vector(t, p) for t, p in zip(base, prompts)])[: config.prompts]
-    users = make_reward_population(config.users, seed=1000 + config.seed)
-    utility = world.utilities(users)
-    thresholds = world.indifference(utility, 0.5, rng)
-    for u, user in enumerate(users):
-        a, b = world.answerable_pairs(train_ids, config.shots, utility[:, u], thresholds[u], rng)
-        gap = utility[a, u] - utility[b, u]
-        wins = bt_labels(gap, calibrate_beta(gap), rng)
-        g = basis.project(world.differences(a, b, wins))
-        weights = fit_posterior(g, basis.prior_mean, basis.prior_precision).mean
-        name = _coefficient_adapter(persona, f"u{u}", coefficients(weights))
-        replies = generate_replies(persona, user_prompts, config, name)
-        attrs = np.stack([attribute_vector(t, p) for t, p in zip(replies, user_prompts)])
-        diff = attrs @ user.weights - base_attrs @ user.weights
-        quality = reply_quality(encode, user_prompts, replies)
-        result.users.append({
-            "user": u, "top": [n for n, _ in user.top_attributes(2)],
-            "base_utility": float((base_attrs @ user.weights).mean()),
-            "adapter_utility": float((attrs @ user.weights).mean()),
-            "gain": float(diff.mean()), "ci95": ci95(diff),
-            **quality_fields(base_part(config.prompts), quality),
-        })  # fmt: skip
-        step()
-        persona.adapters.server.drop_user(EVAL_KEY)
+    result.users = _user_gains(persona, config, world, baseline, encode, rng, step)
     persona.adapters.server.drop_user(EVAL_KEY)
     return result
