@@ -28,8 +28,10 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
+# Unit tests only: no real model is read (a guard fails any test that opens one), no adapter
+# is trained; under a minute on two cores. `make test` also runs integration and slow tests.
 test-fast: install
-	$(PY) -m pytest -q -m "not integration"
+	PERSONA_TEST_FAST=1 $(PY) -m pytest -q -m "not integration and not slow"
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -1,8 +1,9 @@
 """Generation benchmark on the embedded model: load times; plain vs rule-prompted vs fully
-personalized (rules + the user's adapter at strength 1) tokens/s and time to first token at
-batch 1; and 8 different users in one batch vs the same 8 served one after another.
+personalized (rules + the user's adapter at strength 1, guard on unless --no-guard) tokens/s
+and time to first token at batch 1, with how often the guard fired; and 8 different users
+(at their default strengths) in one batch vs the same 8 served one after another.
 
-Run: .venv/bin/python benchmarks/bench_generate.py [--tokens 64] [--rounds 3]
+Run: .venv/bin/python benchmarks/bench_generate.py [--tokens 64] [--rounds 3] [--no-guard]
 Prints a table, then one JSON line. The kinds of request alternate within one run, so
 their ratios are robust to machine noise.
 """
@@ -77,7 +78,14 @@ def one_request(persona, kind: str, prompt: str, max_new_tokens: int) -> dict:
     user, strength = KINDS[kind]
     reply = persona.generate(user, prompt, strength=strength, max_new_tokens=max_new_tokens)
     rate = reply.tokens / (reply.timings["generate"] / 1000)
-    return {"rate": rate, "tokens": reply.tokens, "ttft_ms": reply.timings["ttft"]}
+    guard = reply.guard or {}
+    return {
+        "rate": rate,
+        "tokens": reply.tokens,
+        "ttft_ms": reply.timings["ttft"],
+        "capped": guard.get("capped_tokens", 0),
+        "tripped": bool(guard.get("tripped")),
+    }
 
 
 def eight_users(persona, max_new_tokens: int) -> tuple[float, float]:
@@ -97,11 +105,14 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64, help="max new tokens per reply")
     parser.add_argument("--rounds", type=int, default=3, help="passes over the prompts")
     parser.add_argument("--skip-cold", action="store_true", help="skip the conversion timing")
+    parser.add_argument("--no-guard", action="store_true", help="turn the decode guard off")
     args = parser.parse_args()
 
     from persona_sdk import Persona
+    from persona_sdk.config import GenerationConfig, GuardConfig
 
-    results: dict = {"model": "smollm2-135m-instruct", "device": "cpu"}
+    generation = GenerationConfig(guard=GuardConfig(enabled=not args.no_guard))
+    results: dict = {"model": "smollm2-135m-instruct", "device": "cpu", "guard": not args.no_guard}
     if not args.skip_cold:
         with tempfile.TemporaryDirectory() as cache:
             cold, warm = measure_loads(cache)
@@ -112,7 +123,7 @@ def main() -> None:
         }
 
     with tempfile.TemporaryDirectory() as data:
-        persona = Persona.open(data)
+        persona = Persona.open(data, generation=generation)
         for text, context in RULES:
             persona.user("ruled").add_rule(text, context=context)
         persona.user("ruled").add_pairs(PAIRS)
@@ -141,6 +152,8 @@ def main() -> None:
         "batch8_users_tok_s": batched,
         "sequential8_users_tok_s": sequential,
         "batch8_over_sequential": batched / sequential,
+        "personalized_capped_tokens": sum(r["capped"] for r in runs["personalized"]),
+        "personalized_trips": sum(r["tripped"] for r in runs["personalized"]),
         "requests_per_kind": len(runs["plain"]),
         "tokens_per_kind": {kind: sum(r["tokens"] for r in rows) for kind, rows in runs.items()},
     }

@@ -275,3 +275,66 @@ def generation(
     console.print(table)
     if plot is not None:
         err_console.print(f"plot written to {plot}")
+
+
+@evaluation.command("rules")
+def rules(
+    ctx: typer.Context,
+    prompts: int = typer.Option(10, help="Prompts each rule phrasing is paired with."),
+    max_new_tokens: int = typer.Option(48, help="Most tokens per reply."),
+    batch: int = typer.Option(16, help="Rows per decode."),
+    phrasings: int = typer.Option(0, help="Use only the first N phrasings (0: all)."),
+    plot: Path = typer.Option(None, "--plot", help="Write compliance and quality to this PNG."),
+    out: Path = typer.Option(None, "--out", help="Write the full result (every reply) as JSON."),
+    json_: bool = JsonOption,
+) -> None:
+    """Checkable rules: compliance with no rule, the rule in the prompt only, and the rule
+    enforced while decoding; with degenerate rate, base NLL per token, relevance, tokens/s."""
+    from persona_sdk.evals.rules import (
+        PHRASINGS,
+        PROMPTS,
+        RulesEvalConfig,
+        plot_rules_eval,
+        run_rules_eval,
+    )
+
+    config = RulesEvalConfig(
+        prompts=validate_int(prompts, "prompts", low=1, high=len(PROMPTS)),
+        max_new_tokens=validate_int(max_new_tokens, "max-new-tokens", low=8, high=2048),
+        batch=validate_int(batch, "batch", low=1, high=256),
+        phrasings=validate_int(phrasings, "phrasings", low=0, high=len(PHRASINGS))
+        or len(PHRASINGS),
+    )
+    result = _run_eval(ctx, run_rules_eval, config, plot, plot_rules_eval, json_)
+    if result is None:
+        return
+    if out is not None:
+        result.save(out)
+    _rules_tables(result)
+    if plot is not None:
+        err_console.print(f"plot written to {plot}")
+
+
+def _rules_tables(result) -> None:
+    """Per-type compliance, then each condition's quality and speed, then the targets."""
+    from persona_sdk.evals.rules import CONDITIONS
+
+    table = Table(title="compliance by constraint type")
+    for column in ("type", *CONDITIONS):
+        table.add_column(column, justify="right")
+    for kind, values in result.per_type.items():
+        table.add_row(kind, *(f"{values[c]:.2f}" for c in CONDITIONS))
+    console.print(table)
+    table = Table(title="quality and speed")
+    for column in ("condition", "compliance", "degenerate", "NLL/token", "relevance", "tokens/s",
+                   "row-steps/s"):  # fmt: skip
+        table.add_column(column, justify="right")
+    for name, c in result.conditions.items():
+        nll = "—" if c["nll_per_token"] is None else f"{c['nll_per_token']:.3f}"
+        table.add_row(name, f"{c['compliance']:.3f}", f"{c['degenerate_rate']:.3f}", nll,
+                      f"{c['relevance']:.3f}", f"{c['tokens_per_s'] or 0:.1f}",
+                      f"{c['row_steps_per_s'] or 0:.1f}")  # fmt: skip
+    console.print(table)
+    for name, target in result.targets.items():
+        mark = "met" if target["met"] else "NOT met"
+        console.print(f"{name}: {target['value']:.3f} (target {target['target']}) {mark}")

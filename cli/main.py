@@ -8,15 +8,19 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from persona_sdk.cli import adapter_cmds, eval_cmds, memory_cmds, reward_cmds
+from persona_sdk.cli import adapter_cmds, eval_cmds, memory_cmds, reward_cmds, serve_cmds
 from persona_sdk.cli.common import JsonOption, Settings, existing_user, open_persona
 from persona_sdk.cli.render import (
+    clean,
     console,
     emit_json,
     err_console,
     memories_table,
+    probed_table,
     report,
+    revealed_table,
     rules_table,
+    safe,
     used_rules_table,
     weight_bars,
 )
@@ -33,7 +37,7 @@ class PersonaGroup(TyperGroup):
             return super().invoke(ctx)
         except PersonaError as exc:
             err_console.print(
-                f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True
+                f"[bold red]error:[/] {safe(exc)}", markup=True, highlight=False, soft_wrap=True
             )
             raise typer.Exit(2) from None  # typer's own Exit: it vendors click
 
@@ -90,35 +94,47 @@ def users(ctx: typer.Context, json_: bool = JsonOption) -> None:
 
 @app.command()
 def show(
-    ctx: typer.Context, user_id: str = typer.Argument(..., metavar="USER"), json_: bool = JsonOption
+    ctx: typer.Context,
+    user_id: str = typer.Argument(..., metavar="USER"),
+    axes: bool = typer.Option(False, "--axes", help="Also show the reward basis axis weights."),
+    json_: bool = JsonOption,
 ) -> None:
-    """Show everything stored for a user: rules (with history), pairs, edits, and their
-    reward weights as bars."""
+    """Show a user's profile (rules, what their pairs and edits revealed, what their reward
+    model prefers on minimal pairs, contradictions), then their pairs and edits."""
     with open_persona(ctx) as persona:
         user = existing_user(persona, user_id)
         rules = user.rules(include_superseded=True)
         others = [m for m in user.memories() if m.kind != "rule"]
         counts = persona.store.count_memories(user.id)
-        profile = user.reward_profile()
+        profile = user.profile()
+        weights = user.reward_profile() if axes else None
     if json_:
-        emit_json(
-            {
-                "user_id": user.id,
-                "counts": counts,
-                "rules": [r.to_dict() for r in rules],
-                "memories": [m.to_dict() for m in others],
-                "reward": profile.to_dict(),
-            }
-        )
+        shown = {
+            "user_id": user.id,
+            "counts": counts,
+            "profile": profile.to_dict(),
+            "rules": [r.to_dict() for r in rules],
+            "memories": [m.to_dict() for m in others],
+        }
+        emit_json(shown if weights is None else {**shown, "reward": weights.to_dict()})
         return
     console.print(
         f"[bold]{user.id}[/]: {counts['rule']} rules, {counts['pair']} pairs, "
         f"{counts['edit']} edits"
     )
     console.print(rules_table(rules, "rules"))
+    if profile.revealed:
+        console.print(revealed_table(profile))
+    console.print(probed_table(profile))
+    if profile.contradictions:
+        console.print(
+            "[bold red]low confidence:[/] the reward model goes against "
+            + ", ".join(profile.contradictions), highlight=False,
+        )  # fmt: skip
     if others:
         console.print(memories_table(others, "pairs and edits"))
-    console.print(weight_bars(profile))
+    if weights is not None:
+        console.print(weight_bars(weights))
 
 
 @app.command()
@@ -200,7 +216,8 @@ def explain(
     if json_:
         emit_json(explanation.to_dict())
     else:
-        console.print(used_rules_table(explanation.rules, f"rules for: {prompt}"))
+        console.print(used_rules_table(explanation.rules, f"rules for: {prompt}", explanation.cut,
+                                       explanation.enforced))  # fmt: skip
 
 
 def _load_model(persona: Persona) -> None:
@@ -214,7 +231,9 @@ def generate(
     user_id: str = typer.Argument(..., metavar="USER"),
     prompt: str = typer.Argument(...),
     strength: float = typer.Option(
-        1.0, help="Guidance strength: 0 = base model, 1 = user adapter."
+        None,
+        help="Guidance strength: 0 = base model, 1 = user adapter (default: grows with the "
+        "user's own evidence, 0 with no pairs).",
     ),
     best_of: int = typer.Option(
         1, "--best-of", help="Sample N candidates, keep the one the user's reward ranks first."
@@ -234,18 +253,19 @@ def generate(
         if stream and not json_:
             chunks = persona.generate(user_id, prompt, stream=True, **kwargs)
             for chunk in chunks:
-                console.out(chunk, end="", highlight=False)
+                console.out(clean(chunk), end="", highlight=False)
             console.out("")
             reply = chunks.reply
         else:
             reply = persona.generate(user_id, prompt, **kwargs)
             if not json_:
-                console.out(reply.text, highlight=False)
+                console.out(clean(reply.text), highlight=False)
     if json_:
         emit_json(reply.to_dict())
         return
-    if reply.used_rules:
-        err_console.print(used_rules_table(reply.used_rules))
+    cut = getattr(reply.used_rules, "cut", [])
+    if reply.used_rules or cut:
+        err_console.print(used_rules_table(reply.used_rules, cut=cut))
     err_console.print(
         f"[dim]{reply.tokens} tokens in {reply.timings['generate']:.0f} ms · strength "
         f"{reply.strength:g} · reward {reply.reward:+.3f}"
@@ -258,7 +278,7 @@ def generate(
 def chat(
     ctx: typer.Context,
     user_id: str = typer.Argument(..., metavar="USER"),
-    strength: float = typer.Option(1.0, help="Guidance strength."),
+    strength: float = typer.Option(None, help="Guidance strength (default: the user's)."),
     max_new_tokens: int = typer.Option(200, help="Most tokens per reply."),
 ) -> None:
     """Chat with the model as USER (a REPL; /exit or Ctrl-D quits, /rules lists rules)."""
@@ -286,7 +306,7 @@ def chat(
             )
             console.out("bot> ", end="")
             for chunk in chunks:
-                console.out(chunk, end="", highlight=False)
+                console.out(clean(chunk), end="", highlight=False)
             console.out("")
             history.append({"role": "assistant", "content": chunks.reply.text or "…"})
 
@@ -303,7 +323,7 @@ def demo(
     run_demo(ctx.obj, max_new_tokens=max_new_tokens, as_json=json_)
 
 
-for commands in (memory_cmds, reward_cmds, adapter_cmds, eval_cmds):
+for commands in (memory_cmds, reward_cmds, adapter_cmds, eval_cmds, serve_cmds):
     app.add_typer(commands.app)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from persona_sdk.cli.common import JsonOption, existing_user, open_persona
-from persona_sdk.cli.render import console, emit_json, err_console, report
+from persona_sdk.cli.render import console, emit_json, err_console, plain, report, safe
 from persona_sdk.errors import DataDirError, InvalidInputError
 
 app = typer.Typer()  # merged into the top-level `persona` command
@@ -48,7 +48,7 @@ def add_edit(
     for outcome in result.outcomes:
         rule = next((r for r in result.inferred_rules if r.id == outcome.rule_id), None)
         text = rule.text if rule else ""
-        console.print(f"  {outcome.action:<11} {text} {outcome.reason}", highlight=False)
+        console.print(plain(f"  {outcome.action:<11} {text} {outcome.reason}"), highlight=False)
 
 
 @app.command("export")
@@ -69,7 +69,7 @@ def export(
         output.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise DataDirError(f"cannot write {output}: {exc.strerror}") from exc
-    err_console.print(f"exported {len(lines) - 1} memories of {user_id} to {output}")
+    err_console.print(plain(f"exported {len(lines) - 1} memories of {user_id} to {output}"))
 
 
 @app.command("import")
@@ -119,6 +119,6 @@ def doctor(
                 if check["status"] == "ok"
                 else ("[yellow]repaired[/]" if check["repaired"] else f"[red]{check['status']}[/]")
             )
-            console.print(f"{mark:<22} {check['check']}: {check['detail']}")
+            console.print(f"{mark:<22} {safe(check['check'])}: {safe(check['detail'])}")
     if not report.ok:
         raise typer.Exit(1)

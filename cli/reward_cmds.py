@@ -10,7 +10,14 @@ from rich.panel import Panel
 from rich.progress import Progress
 
 from persona_sdk.cli.common import JsonOption, open_persona
-from persona_sdk.cli.render import console, emit_json, err_console, weight_bars
+from persona_sdk.cli.render import (
+    axis_display_name,
+    console,
+    emit_json,
+    err_console,
+    plain,
+    weight_bars,
+)
 from persona_sdk.errors import InvalidInputError
 from persona_sdk.validation import validate_int
 
@@ -55,9 +62,11 @@ def onboard(
             with err_console.status("choosing a question…"):
                 question = user.next_question()
             if not json_:
-                console.print(Panel(question.prompt, title=f"question {n + 1}", expand=False))
-                console.print(Panel(question.a, title="A", border_style="cyan"))
-                console.print(Panel(question.b, title="B", border_style="magenta"))
+                console.print(
+                    Panel(plain(question.prompt), title=f"question {n + 1}", expand=False)
+                )
+                console.print(Panel(plain(question.a), title="A", border_style="cyan"))
+                console.print(Panel(plain(question.b), title="B", border_style="magenta"))
             answer = scripted[n] if scripted is not None else _ask()
             if answer == "quit":
                 break
@@ -99,7 +108,8 @@ def show_basis(ctx: typer.Context, json_: bool = JsonOption) -> None:
     )
     for k, axis in enumerate(current.axes):
         top = ", ".join(f"{n} {c:+.2f}" for n, c in list(axis.correlations.items())[:3])
-        console.print(f"[bold]{k + 1}. {axis.name}[/]  ({top})", highlight=False)
+        name = axis_display_name(axis.name, k)
+        console.print(f"[bold]{k + 1}. {name}[/]  ({top})", highlight=False)
         for example in axis.top_examples[:1]:
             console.print(f"   + {example}", highlight=False)
         for example in axis.bottom_examples[:1]:

@@ -1,4 +1,4 @@
-"""Quickstart: two users, different rules, one shared model.
+"""Quickstart: users with different rules, one shared model; checkable rules enforced.
 
 Run: .venv/bin/python examples/quickstart.py
 """
@@ -12,6 +12,18 @@ from persona_sdk import Persona
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as data_dir, Persona.open(data_dir) as persona:
+        alice = persona.user("alice")
+        alice.add_rule("Answer in one sentence.")  # applies to every request
+        alice.add_rule("Keep it under 100 words", context="emails to my manager")
+        note = persona.generate(
+            "alice", "Draft a note to my manager about Friday", max_new_tokens=120
+        )
+        print(f"[alice]\n{note.text}")
+        for check in note.constraints:  # each enforced rule, verified on the final text
+            kept = "kept" if check.passed else "NOT met"
+            print(f"  enforced: {check.constraint.describe()}: {kept} ({check.detail})")
+        print()
+
         persona.user("ana").add_rule("Answer in one sentence.")
         persona.user("ben").add_rule("Explain it like I'm five years old.")
         persona.user("ben").add_rule("Keep it under 100 words", context="emails to my manager")

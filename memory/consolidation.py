@@ -1,10 +1,12 @@
-"""Rule consolidation: a new rule reinforces a duplicate, supersedes a contradiction, or
-is added. Runs inside the user's write transaction, so concurrent writers cannot both
+"""Rule consolidation: a new rule reinforces a restatement, supersedes what it changes,
+or is added. Runs inside the user's write transaction, so concurrent writers cannot both
 add the same rule or both miss a contradiction.
 
-Scope matters: a rule with a context is an exception for that context, not a
-contradiction of a global rule. Two rules contradict when they state opposite templates
-("emoji:+" vs "emoji:-") in the same scope (both global, or similar contexts).
+Stated rules follow the lifecycle policy of :mod:`persona_sdk.memory.lifecycle` (the
+relation classifier decides restatement, negation, changed value or fact, exception).
+Rules inferred from edits are canonical template texts: the same template reinforces,
+the opposite template in the same scope supersedes, and one seen in two unrelated
+contexts generalises (evidence, not a statement); a stated rule always wins over them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import numpy as np
 
 from persona_sdk.config import MemoryConfig
 from persona_sdk.memory.edits import normalise_rule_text, opposite
+from persona_sdk.memory.lifecycle import CANDIDATES, decide
+from persona_sdk.memory.relations import RuleReading, read_rule
 from persona_sdk.memory.store import StoredRule, UserWrite
 
 
@@ -70,6 +74,7 @@ class RuleSet:
         self._row: dict[int, int] = {}  # memory id -> row of _matrix
         self._row_ids: list[int] = []  # row -> memory id (-1: removed)
         self._matrix = np.zeros((0, 0), dtype=np.float32)
+        self._readings: dict[int, RuleReading] = {}  # per user: forgotten with the RuleSet
         for rule in session.valid_rules() if rules is None else rules:
             self._put(rule)
 
@@ -93,7 +98,32 @@ class RuleSet:
         """Re-read one rule after it was inserted or updated in this transaction."""
         self._put(self.session.stored_rule(memory_id))
 
+    def reading(self, rule: StoredRule) -> RuleReading:
+        """The classifier's reading of a stored rule, read once per text."""
+        cached = self._readings.get(rule.memory.id)
+        if cached is None or cached.text != rule.memory.text:
+            cached = self._readings[rule.memory.id] = read_rule(rule.memory.text or "")
+        return cached
+
+    def candidates(self, rule: NewRule) -> list[tuple[StoredRule, RuleReading, float]]:
+        """The valid rules a new stated rule may relate to, nearest first: the closest by
+        text cosine, those of its template or the opposite one, and old rows without a
+        text embedding."""
+        found: dict[int, float] = dict(self.nearest(rule.text_vector, CANDIDATES))
+        for template in (rule.template, rule.template and opposite(rule.template)):
+            for old in self.with_template(template):
+                found.setdefault(old.memory.id, _cosine(old.text_vector, rule.text_vector))
+        for old in self.without_text_vector():
+            found.setdefault(old.memory.id, 0.0)
+        ranked = sorted(found.items(), key=lambda item: -item[1])
+        return [(self.rules[i], self.reading(self.rules[i]), c) for i, c in ranked]
+
+    def remember_reading(self, memory_id: int, reading: RuleReading) -> None:
+        """Keep the reading of a rule this transaction wrote (no second read)."""
+        self._readings[memory_id] = reading
+
     def remove(self, memory_id: int) -> None:
+        self._readings.pop(memory_id, None)
         self.rules.pop(memory_id, None)
         row = self._row.pop(memory_id, None)
         if row is not None:
@@ -126,15 +156,22 @@ class RuleSet:
             self._row_ids.append(memory_id)
         self._matrix[row] = rule.text_vector
 
+    def nearest(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """Up to ``k`` (memory id, cosine) of the rules whose text is closest to ``vector``."""
+        if not self._row:
+            return []
+        sims = self._matrix[: len(self._row_ids)] @ vector
+        top = np.argsort(-sims)[: k + len(self._row_ids) - len(self._row)]
+        return [(self._row_ids[i], float(sims[i])) for i in top if self._row_ids[i] >= 0][:k]
+
     def most_similar(self, vector: np.ndarray) -> tuple[StoredRule, float] | None:
         """The rule whose text is closest to ``vector`` (cosine), if any."""
-        if not self._row:
-            return None
-        sims = self._matrix[: len(self._row_ids)] @ vector
-        best = int(sims.argmax())
-        if self._row_ids[best] < 0:
-            return None  # every remaining row scores below a removed (zero) one
-        return self.rules[self._row_ids[best]], float(sims[best])
+        best = self.nearest(vector, 1)
+        return (self.rules[best[0][0]], best[0][1]) if best else None
+
+
+def _cosine(a: np.ndarray | None, b: np.ndarray) -> float:
+    return 0.0 if a is None else float(a @ b)
 
 
 def _same_scope(rule: NewRule, old: StoredRule, config: MemoryConfig) -> bool:
@@ -153,8 +190,11 @@ def _find_duplicate(rule: NewRule, rules: RuleSet, config: MemoryConfig) -> Stor
     for old in rules.without_text_vector():  # stored before text embeddings existed
         if normalise_rule_text(old.memory.text) == normalise_rule_text(rule.text):
             return old
-    nearest = rules.most_similar(rule.text_vector)  # stated wording matches by meaning
-    return nearest[0] if nearest and nearest[1] >= config.duplicate_similarity else None
+    nearest = rules.most_similar(rule.text_vector)  # similar wording, unless it is opposite
+    if nearest is None or nearest[1] < config.duplicate_similarity:
+        return None
+    template = nearest[0].memory.template
+    return None if template and rule.template == opposite(template) else nearest[0]
 
 
 def _close(
@@ -176,17 +216,12 @@ def _reinforce(
         "confidence": round(1 - (1 - memory.confidence) * (1 - rule.confidence), 4),
     }
     text_vector = old.text_vector if old.text_vector is not None else rule.text_vector
-    if rule.source == "stated" and memory.source != "stated":  # the user's own words win
-        text_vector = rule.text_vector
-        fields |= {
-            "source": "stated",
-            "text": rule.text,
-            "text_embedding": text_vector,
-            "confidence": 1.0,
-        }
     outcome = Outcome("reinforced", memory.id, f"duplicate of rule {memory.id}")
-    if memory.context is not None and not _same_scope(rule, old, config):
-        # Confirmed in a different context (or stated globally): it applies everywhere now.
+    if (
+        memory.source != "stated"
+        and memory.context is not None
+        and not _same_scope(rule, old, config)
+    ):  # inferred evidence from two unrelated contexts: it applies everywhere now
         fields |= {"context": None, "embedding": text_vector}
         outcome.reason += "; seen in another context, now applies everywhere"
         outcome.index_remove.append(memory.id)
@@ -194,8 +229,7 @@ def _reinforce(
         rivals = [
             r
             for r in rules.with_template(memory.template and opposite(memory.template))
-            if r.memory.context is None
-            and not (r.memory.source == "stated" and memory.source != "stated")
+            if r.memory.context is None and r.memory.source != "stated"
         ]
         _close(session, rules, outcome, rivals, memory.id)
     session.update(memory.id, **fields)
@@ -210,6 +244,8 @@ def consolidate(
     for a whole batch so the valid rules are read once."""
     rules = RuleSet(session) if rules is None else rules
     rules.session = session
+    if rule.source == "stated":
+        return _consolidate_stated(session, rule, rules)
     duplicate = _find_duplicate(rule, rules, config)
     if duplicate is not None:
         return _reinforce(session, rule, duplicate, rules, config)
@@ -219,8 +255,20 @@ def consolidate(
         if _same_scope(rule, old, config)
     ]
     stated = next((old.memory for old in conflicts if old.memory.source == "stated"), None)
-    if rule.source != "stated" and stated is not None:
+    if stated is not None:
         return Outcome("ignored", None, f"contradicts stated rule {stated.id}, which wins")
+    outcome = _insert(session, rule, rules, rule.template)
+    if conflicts:
+        _close(session, rules, outcome, conflicts, outcome.rule_id)
+        outcome.action = "superseded"
+        outcome.reason = "contradicts rule " + ", ".join(str(o.memory.id) for o in conflicts)
+    return outcome
+
+
+def _insert(
+    session: UserWrite, rule: NewRule, rules: RuleSet, template: str | None,
+    exception_of: int | None = None,
+) -> Outcome:  # fmt: skip
     new_id = session.insert(
         {
             "kind": "rule",
@@ -228,16 +276,50 @@ def consolidate(
             "text": rule.text,
             "context": rule.context,
             "confidence": rule.confidence,
-            "template": rule.template,
+            "template": template,
             "origin_id": rule.origin_id,
+            "exception_of": exception_of,
             "embedding": rule.retrieval_vector,
             "text_embedding": rule.text_vector,
         }
     )
     rules.refresh(new_id)
-    outcome = Outcome("added", new_id, index_add=[(new_id, rule.retrieval_vector)])
-    if conflicts:
-        _close(session, rules, outcome, conflicts, new_id)
+    return Outcome("added", new_id, index_add=[(new_id, rule.retrieval_vector)])
+
+
+def _consolidate_stated(session: UserWrite, rule: NewRule, rules: RuleSet) -> Outcome:
+    """The lifecycle policy (see :mod:`persona_sdk.memory.lifecycle`)."""
+    reading = read_rule(rule.text)
+    decision = decide(reading, rule.context, rules.candidates(rule))
+    if decision.reinforce is not None:
+        return _restate(session, rule, decision.reinforce, rules, decision.reason)
+    exception_of = decision.exception_of.memory.id if decision.exception_of else None
+    outcome = _insert(session, rule, rules, reading.template or rule.template, exception_of)
+    rules.remember_reading(outcome.rule_id, reading)
+    outcome.reason = decision.reason
+    if decision.supersede:
+        _close(session, rules, outcome, [old for old, _ in decision.supersede], outcome.rule_id)
         outcome.action = "superseded"
-        outcome.reason = "contradicts rule " + ", ".join(str(o.memory.id) for o in conflicts)
+    return outcome
+
+
+def _restate(
+    session: UserWrite, rule: NewRule, old: StoredRule, rules: RuleSet, reason: str
+) -> Outcome:
+    """A stated restatement: support grows; an inferred rule takes the user's words and
+    scope (stated rules win)."""
+    memory = old.memory
+    fields: dict = {
+        "support": memory.support + 1,
+        "confidence": round(1 - (1 - memory.confidence) * (1 - rule.confidence), 4),
+    }
+    outcome = Outcome("reinforced", memory.id, reason)
+    if memory.source != "stated":
+        fields |= {"source": "stated", "text": rule.text, "text_embedding": rule.text_vector,
+                   "confidence": 1.0, "context": rule.context,
+                   "embedding": rule.retrieval_vector}  # fmt: skip
+        outcome.index_remove.append(memory.id)
+        outcome.index_add.append((memory.id, rule.retrieval_vector))
+    session.update(memory.id, **fields)
+    rules.refresh(memory.id)
     return outcome

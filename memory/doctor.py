@@ -1,33 +1,44 @@
 """``persona doctor``: check a data dir against its source of truth, and repair it.
 
 SQLite is the truth; everything else (FAISS indexes, manifests) is derived and can be
-rebuilt. Doctor never deletes a memory.
+rebuilt. Doctor never deletes a memory, runs every check inside its own error handling
+(a damaged database is reported, not a traceback), lists every repair it makes, and
+deletes no index file while the database looks empty or damaged.
 """
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from persona_sdk.errors import PersonaError
 from persona_sdk.memory.service import MemoryService
 from persona_sdk.memory.store import SCHEMA_VERSION
+
+# (name, status, detail) of a check another component runs (e.g. the reward basis file)
+ExtraCheck = Callable[[], tuple[str, str, str]]
 
 
 @dataclass
 class DoctorReport:
-    """What doctor found, and what it repaired."""
+    """What doctor found, and what it repaired (``repairs``: one line per repair)."""
 
     ok: bool = True
     checks: list[dict] = field(default_factory=list)
+    repairs: list[str] = field(default_factory=list)
 
     def add(self, name: str, status: str, detail: str = "", repaired: bool = False) -> None:
         if status != "ok" and not repaired:
             self.ok = False
+        if repaired:
+            self.repairs.append(f"{name}: {detail}")
         self.checks.append(
             {"check": name, "status": status, "detail": detail, "repaired": repaired}
         )
 
     def to_dict(self) -> dict:
-        return {"ok": self.ok, "checks": self.checks}
+        return {"ok": self.ok, "checks": self.checks, "repairs": self.repairs}
 
 
 def _missing_embeddings(memory: MemoryService, repair: bool, report: DoctorReport) -> None:
@@ -58,38 +69,83 @@ def _missing_embeddings(memory: MemoryService, repair: bool, report: DoctorRepor
                 store.bump_version(conn, user_id)
         for user_id in {r[1] for r in rows}:
             memory.indexes.refresh(user_id)
-    report.add("embeddings", "missing", f"{len(rows)} memories lacked embeddings", repair)
+    detail = f"{len(rows)} memories lacked embeddings" + ("; embedded them" if repair else "")
+    report.add("embeddings", "missing", detail, repair)
 
 
-def run_doctor(memory: MemoryService, repair: bool = True) -> DoctorReport:
-    """Check the store, its embedder, every user's index and stray files."""
-    report = DoctorReport()
-    store = memory.store
-    integrity = store.query("PRAGMA quick_check")[0][0]
+def _sqlite(memory: MemoryService, report: DoctorReport) -> bool:
+    """SQLite's own integrity check and the schema version; False when damaged."""
+    try:
+        integrity = memory.store.query("PRAGMA quick_check")[0][0]
+        version = memory.store.query("SELECT MAX(version) FROM schema_version")[0][0]
+    except (PersonaError, sqlite3.Error) as exc:
+        report.add("sqlite", "corrupt", f"{exc}; restore persona.db from a backup")
+        return False
     report.add("sqlite", "ok" if integrity == "ok" else "corrupt", integrity)
-    version = store.query("SELECT MAX(version) FROM schema_version")[0][0]
     report.add("schema", "ok" if version == SCHEMA_VERSION else "outdated", f"version {version}")
-    report.add("embedder", "ok", memory.embedder.identity)  # raises StoreError on a mismatch
-    _missing_embeddings(memory, repair, report)
+    return integrity == "ok"
+
+
+def _indexes(memory: MemoryService, repair: bool, report: DoctorReport) -> None:
     indexes = memory.indexes
-    for user_id in store.users():
+    if indexes.directory.exists() and not indexes.directory.is_dir():
+        report.add("indexes", "broken", f"{indexes.directory} is not a directory; move it away")
+        return
+    for user_id in memory.store.users():
         state = indexes.inspect(user_id)
-        if state != "ok" and repair:
-            indexes.refresh(user_id)
-            indexes.flush()
         if state == "ok":
-            detail = ""
-        else:
-            detail = "rebuilt from SQLite" if repair else "run doctor to rebuild it"
-        report.add(f"index:{user_id}", state, detail, repaired=state != "ok" and repair)
+            report.add(f"index:{user_id}", "ok")
+            continue
+        if not repair:
+            report.add(f"index:{user_id}", state, "run doctor to rebuild it")
+            continue
+        try:
+            indexes.refresh(user_id)
+            indexes.flush(strict=True)
+        except OSError as exc:
+            report.add(f"index:{user_id}", state, f"could not rebuild it: {exc}")
+            continue
+        report.add(f"index:{user_id}", state, "rebuilt from SQLite", repaired=True)
+    _stray_files(memory, repair, report)
+
+
+def _stray_files(memory: MemoryService, repair: bool, report: DoctorReport) -> None:
+    indexes = memory.indexes
     orphans = indexes.orphan_files()
-    if orphans and repair:
+    if not orphans:
+        report.add("stray files", "ok", "no index or temp files of users that no longer exist")
+        return
+    if not memory.store.users():  # an emptied or replaced database: the files may be all
+        report.add(  # that is left of the users, so they are kept
+            "stray files",
+            "suspicious",
+            f"{len(orphans)} index files but the database has no users: it may have been "
+            "emptied or replaced; nothing deleted",
+        )
+        return
+    if repair:
         for path in orphans:
             path.unlink(missing_ok=True)
-    report.add(
-        "stray files",
-        "ok" if not orphans else "found",
-        f"{len(orphans)} index or temp files of users that no longer exist",
-        bool(orphans) and repair,
-    )
+    names = ", ".join(p.name for p in orphans[:5]) + (" …" if len(orphans) > 5 else "")
+    detail = f"{len(orphans)} index or temp files of users that no longer exist ({names})"
+    report.add("stray files", "found", detail + ("; deleted" if repair else ""), repair)
+
+
+def run_doctor(
+    memory: MemoryService, repair: bool = True, extra: list[ExtraCheck] | None = None
+) -> DoctorReport:
+    """Check the store, its embedder, every user's index, stray files and ``extra``
+    checks (the reward basis file). Nothing derived is touched when SQLite is damaged."""
+    report = DoctorReport()
+    healthy = _sqlite(memory, report)
+    for check in extra or []:
+        report.add(*check())
+    if not healthy:
+        return report
+    try:
+        report.add("embedder", "ok", memory.embedder.identity)  # StoreError on a mismatch
+        _missing_embeddings(memory, repair, report)
+        _indexes(memory, repair, report)
+    except PersonaError as exc:
+        report.add("store", "error", str(exc))
     return report

@@ -43,6 +43,14 @@ def _single_threaded_faiss() -> None:
 _single_threaded_faiss()
 
 
+def _manifest(path: Path) -> dict:
+    """A manifest file's JSON object (``ValueError`` when it is not one)."""
+    manifest = json.loads(path.read_text())
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path} is not a manifest object")
+    return manifest
+
+
 def user_file_stem(user_id: str) -> str:
     """A filesystem-safe, case-safe name for a user's derived files."""
     return hashlib.sha256(user_id.encode("utf-8")).hexdigest()[:32]
@@ -172,7 +180,7 @@ class IndexManager:
     def _load(self, user_id: str, version: int, check_ids: bool = True) -> UserIndex | None:
         index_path, manifest_path = self.paths(user_id)
         try:
-            manifest = json.loads(manifest_path.read_text())
+            manifest = _manifest(manifest_path)
             if manifest.get("version") != version or manifest.get("dim") != self.dim:
                 return None
             if file_sha256(index_path) != manifest.get("sha256"):
@@ -196,12 +204,24 @@ class IndexManager:
         self._dirty.add(user_id)
         return index
 
-    def flush(self) -> None:
-        """Write every changed index to disk atomically, with its manifest."""
+    def flush(self, strict: bool = False) -> None:
+        """Write every changed index to disk atomically, with its manifest. An index that
+        cannot be written (a damaged or blocked path) is skipped, since it is rebuilt from
+        SQLite when needed; ``strict`` raises the ``OSError`` instead (doctor)."""
         with self._lock:
             for user_id in sorted(self._dirty):
-                self._write(user_id)
+                try:
+                    self._write(user_id)
+                except OSError:
+                    if strict:
+                        raise
             self._dirty.clear()
+
+    def invalidate(self, user_id: str) -> None:
+        """Drop the cached index so the next use reloads or rebuilds it from SQLite."""
+        with self._lock:
+            self._cache.pop(user_id, None)
+            self._dirty.discard(user_id)
 
     def _write(self, user_id: str) -> None:
         cached = self._cache.get(user_id)
@@ -248,7 +268,7 @@ class IndexManager:
         if not index_path.exists() or not manifest_path.exists():
             return "missing"
         try:
-            manifest = json.loads(manifest_path.read_text())
+            manifest = _manifest(manifest_path)
             if file_sha256(index_path) != manifest.get("sha256"):
                 return "corrupt"
         except (OSError, ValueError):
@@ -261,7 +281,7 @@ class IndexManager:
         """Files that should not be there: index files of users that no longer exist, and
         temp files a crashed flush left (older than ``tmp_older_than`` seconds, so a flush
         running in another process is left alone)."""
-        if not self.directory.exists():
+        if not self.directory.is_dir():
             return []
         live = {user_file_stem(u) for u in self.store.users()}
         now = time.time()
@@ -279,7 +299,7 @@ class IndexManager:
             self._cache.pop(user_id, None)
             self._dirty.discard(user_id)
             stem = user_file_stem(user_id)
-            if self.directory.exists():  # the files, and temp files a crashed flush left
+            if self.directory.is_dir():  # the files, and temp files a crashed flush left
                 for path in [p for p in self.directory.iterdir() if stem in p.name]:
                     with contextlib.suppress(FileNotFoundError):
                         path.unlink()

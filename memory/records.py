@@ -8,6 +8,8 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from persona_sdk.memory import lexical
+
 
 def utc_now() -> str:
     """An ISO-8601 UTC timestamp with microseconds, sortable as text."""
@@ -35,6 +37,7 @@ class Memory:
     origin_id: int | None
     created_at: str
     template: str | None = None
+    exception_of: int | None = None  # the global rule this contextual exception overrides
 
     @property
     def is_valid(self) -> bool:
@@ -72,6 +75,7 @@ INSERT_COLUMNS = (
     "superseded_by",
     "origin_id",
     "template",
+    "exception_of",
     "embedding",
     "text_embedding",
     "created_at",
@@ -119,7 +123,12 @@ class UserWrite:
             f"INSERT INTO memories (user_id, {', '.join(INSERT_COLUMNS)}) VALUES ({placeholders})",
             (self.user_id, *(values.get(c) for c in INSERT_COLUMNS)),
         )
-        return int(cursor.lastrowid)
+        memory_id = int(cursor.lastrowid)
+        if values.get("kind") == "rule":
+            lexical.index_rule(
+                self.conn, self.user_id, memory_id, values.get("text"), values.get("context")
+            )
+        return memory_id
 
     def update(self, memory_id: int, **fields) -> None:
         """Change fields of one of this user's memories."""
@@ -131,6 +140,11 @@ class UserWrite:
             f"UPDATE memories SET {assignments} WHERE id = ? AND user_id = ?",
             (*fields.values(), memory_id, self.user_id),
         )
+        if "text" in fields or "context" in fields:
+            text, context = self.conn.execute(
+                "SELECT text, context FROM memories WHERE id = ?", (memory_id,)
+            ).fetchone()
+            lexical.index_rule(self.conn, self.user_id, memory_id, text, context)
 
     def starting_version(self) -> int:
         """The user's ``memory_version`` before this transaction's own writes."""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 KINDS = ("rule", "pair", "edit")
 SOURCES = ("stated", "inferred", "onboarding")
 DB_FILENAME = "persona.db"
+TERMS_TABLE = "rule_terms"  # FTS5: see memory/lexical.py
 
 # Memories a request can retrieve: valid rules and edit contexts. Pairs feed the reward model.
 RETRIEVABLE_SQL = "(kind = 'rule' AND valid_to IS NULL) OR kind = 'edit'"
@@ -68,4 +69,13 @@ MIGRATIONS: dict[int, list[str]] = {
         "CREATE INDEX idx_pair_features_user ON pair_features (user_id)",
     ],
     5: ["ALTER TABLE users DROP COLUMN weights_version"],  # never read
+    6: [
+        # The global rule an exception overrides in its context (retrieval drops that rule
+        # when the exception applies). Not exported: import re-derives it by template.
+        "ALTER TABLE memories ADD COLUMN exception_of INTEGER",
+        # Lexical retrieval beside the dense one: each rule's words and concepts, keyed by
+        # memory id, with the user as one indexed token so a search sees one user only.
+        # Existing rules are indexed by MemoryStore._migrate (terms are stemmed in Python).
+        f"CREATE VIRTUAL TABLE {TERMS_TABLE} USING fts5(user_key, terms)",
+    ],
 }

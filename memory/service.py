@@ -15,8 +15,9 @@ from persona_sdk.decoding.embedder import Embedder
 from persona_sdk.memory.consolidation import NewRule, Outcome, RuleSet, consolidate
 from persona_sdk.memory.edits import analyse_edit, classify_rule
 from persona_sdk.memory.index import IndexManager
-from persona_sdk.memory.retrieval import RetrievedRule, Retriever
-from persona_sdk.memory.store import Memory, MemoryStore, UserWrite
+from persona_sdk.memory.retrieval import RetrievedRules, Retriever
+from persona_sdk.memory.store import Memory, MemoryStore, UserWrite, Write
+from persona_sdk.validation import validate_int, validate_number
 
 RULE_SET_CACHE_USERS = 64  # users whose valid rules stay in memory between writes
 PhraseInference = Callable[[str, str], "str | None"]
@@ -40,6 +41,16 @@ class EditResult:
         }
 
 
+def check_configs(memory: MemoryConfig, retrieval: RetrievalConfig) -> None:
+    """Refuse configs that would silently change behaviour (NaN floors, text top_k)."""
+    validate_int(retrieval.top_k, "RetrievalConfig.top_k", low=0)
+    validate_number(retrieval.min_similarity, "RetrievalConfig.min_similarity", low=-1, high=1)
+    validate_number(retrieval.stated_bonus, "RetrievalConfig.stated_bonus", low=0, high=2)
+    validate_number(memory.duplicate_similarity, "MemoryConfig.duplicate_similarity", low=-1,
+                    high=1)  # fmt: skip
+    validate_number(memory.generalize_below, "MemoryConfig.generalize_below", low=-1, high=1)
+
+
 class MemoryService:
     """Every user's memories: validated writes, index mirroring, retrieval and forgetting.
 
@@ -55,6 +66,7 @@ class MemoryService:
         retrieval_config: RetrievalConfig,
         infer_phrase: PhraseInference | None = None,
     ):
+        check_configs(memory_config, retrieval_config)
         self.store = store
         self.memory_config = memory_config
         self.retrieval_config = retrieval_config
@@ -121,7 +133,7 @@ class MemoryService:
             for (p, c, r), v in zip(pairs, vectors)
         ]  # fmt: skip
         write = self.store.add_memories(user_id, rows)
-        self.indexes.apply(user_id, write)  # pairs are not searchable; the version moves
+        self._apply(user_id, write)  # pairs are not searchable; the version moves
         return self.store.memories(user_id, ids=write.ids)
 
     def add_edit(
@@ -160,7 +172,7 @@ class MemoryService:
         """Delete one memory (and what depends on it) and update the index."""
         write = self.store.delete_memory(user_id, memory_id)
         restored = self.store.embeddings(user_id, write.restored)
-        self.indexes.apply(user_id, write, remove=write.ids, add=list(restored.items()))
+        self._apply(user_id, write, remove=write.ids, add=list(restored.items()))
 
     @contextlib.contextmanager
     def _rule_write(self, user_id: str) -> Iterator[tuple[UserWrite, RuleSet]]:
@@ -187,17 +199,27 @@ class MemoryService:
             touched.update(i for i, _ in outcome.index_add)
             touched.update(outcome.index_remove)
         current = self.store.embeddings(user_id, sorted(touched), retrievable_only=True)
-        self.indexes.apply(user_id, write, remove=sorted(touched), add=sorted(current.items()))
+        self._apply(user_id, write, remove=sorted(touched), add=sorted(current.items()))
+
+    def _apply(self, user_id: str, write: Write | UserWrite, **changes) -> None:
+        """Mirror a committed write into the index. The write is already stored, so a
+        failure here (a damaged index file) must not raise: the index is dropped and
+        rebuilt from SQLite on its next use."""
+        try:
+            self.indexes.apply(user_id, write, **changes)
+        except (OSError, ValueError, RuntimeError):
+            self.indexes.invalidate(user_id)
 
     # -- reads ---------------------------------------------------------------------------
 
-    def retrieve(self, user_id: str, query: str) -> list[RetrievedRule]:
+    def retrieve(self, user_id: str, query: str) -> RetrievedRules:
         """The user's rules for a request whose latest turn is ``query``."""
+        check_configs(self.memory_config, self.retrieval_config)  # they may be changed live
         if not self.store.user_exists(user_id):
-            return []
+            return RetrievedRules()
         if self._retriever is None:
             self._retriever = Retriever(self.store, self.indexes, self.retrieval_config)
-        return self._retriever.retrieve(user_id, self.embedder.encode_one(query))
+        return self._retriever.retrieve(user_id, self.embedder.encode_one(query), text=query)
 
     # -- forgetting ----------------------------------------------------------------------
 

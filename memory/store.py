@@ -18,6 +18,7 @@ import numpy as np
 import sqlite_utils
 
 from persona_sdk.errors import DataDirError, MemoryNotFoundError, StoreError, UnknownUserError
+from persona_sdk.memory import lexical
 from persona_sdk.memory.records import (
     MEMORY_COLUMNS,
     Memory,
@@ -41,6 +42,31 @@ __all__ = [
     "KINDS", "SCHEMA_VERSION", "SOURCES", "Memory", "MemoryStore", "StoredRule", "UserWrite",
     "Write", "from_blob", "to_blob", "utc_now",
 ]  # fmt: skip
+
+
+MAX_ROWID = 2**63 - 1  # SQLite's largest integer: bigger ids cannot exist
+
+
+def _unlink_superseded(
+    conn: sqlite3.Connection, user_id: str, memory_id: int, valid_to: str | None,
+    successor: int | None,
+) -> list[int]:  # fmt: skip
+    """After deleting ``memory_id``: the rules it superseded come back only if it was
+    current; under a history entry they are handed on to its successor."""
+    if valid_to is None:
+        return [
+            r[0]
+            for r in conn.execute(
+                "UPDATE memories SET valid_to = NULL, superseded_by = NULL "
+                "WHERE user_id = ? AND superseded_by = ? RETURNING id",
+                (user_id, memory_id),
+            )
+        ]
+    conn.execute(
+        "UPDATE memories SET superseded_by = ? WHERE user_id = ? AND superseded_by = ?",
+        (successor, user_id, memory_id),
+    )
+    return []
 
 
 class MemoryStore:
@@ -77,24 +103,38 @@ class MemoryStore:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; nested calls join the outer one."""
+        """One write transaction; nested calls join the outer one. A damaged database
+        raises :class:`StoreError` with nothing written."""
         with self._lock:
             conn = self.db.conn
             if conn.in_transaction:
                 yield conn
                 return
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+            with self._typed_errors():
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):  # a failed COMMIT already ended it
+                        conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _typed_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (sqlite3.IntegrityError, sqlite3.ProgrammingError):
+            raise  # a bad row or statement from this code, not a damaged database
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"{self.path}: {exc} (the database may be damaged; run `persona doctor`)"
+            ) from exc
 
     def query(self, sql: str, params: Sequence = ()) -> list[tuple]:
         """Run a read under the store lock: on this shared connection, a read that ran
         while another thread's write transaction is open would see uncommitted rows."""
-        with self._lock:
+        with self._lock, self._typed_errors():
             return self.db.execute(sql, params).fetchall()
 
     # -- reward features of pairs (derived; see persona_sdk.reward.rewards) -------------
@@ -141,6 +181,11 @@ class MemoryStore:
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[version]:
                     conn.execute(statement)
+                if version == 6:  # the lexical index of the rules stored so far
+                    for memory_id, user_id, text, context in conn.execute(
+                        "SELECT id, user_id, text, context FROM memories WHERE kind = 'rule'"
+                    ).fetchall():
+                        lexical.index_rule(conn, user_id, memory_id, text, context)
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
 
     def close(self) -> None:
@@ -195,6 +240,7 @@ class MemoryStore:
         with self.transaction() as conn:
             conn.execute("DELETE FROM pair_features WHERE user_id = ?", (user_id,))
             conn.execute("DELETE FROM memories WHERE user_id = ?", (user_id,))
+            lexical.drop_user(conn, user_id)
             conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
         try:
             with self._lock:
@@ -231,7 +277,7 @@ class MemoryStore:
 
     def get_memory(self, user_id: str, memory_id: int) -> Memory:
         """One memory of the user (``MemoryNotFoundError`` otherwise)."""
-        found = self.memories(user_id, ids=[memory_id])
+        found = self.memories(user_id, ids=[memory_id]) if 0 < memory_id <= MAX_ROWID else []
         if not found:
             raise MemoryNotFoundError(f"user {user_id!r} has no memory {memory_id}")
         return found[0]
@@ -272,17 +318,23 @@ class MemoryStore:
         return counts
 
     def delete_memory(self, user_id: str, memory_id: int) -> Write:
-        """Delete one memory. An edit takes its pair along (the same texts); rules it had
-        superseded become valid again, and come back in ``Write.restored``."""
+        """Delete one memory. An edit takes its pair along (the same texts). Deleting the
+        current rule makes the rules it had superseded valid again (``Write.restored``);
+        deleting a history entry revives nothing: what it had superseded stays closed,
+        now superseded by the deleted entry's own successor."""
+        if not 0 < memory_id <= MAX_ROWID:
+            raise MemoryNotFoundError(f"user {user_id!r} has no memory {memory_id}")
         with self.user_write(user_id) as session:
             conn = session.conn
-            kind = conn.execute(
-                "SELECT kind FROM memories WHERE id = ? AND user_id = ?", (memory_id, user_id)
+            row = conn.execute(
+                "SELECT kind, valid_to, superseded_by FROM memories WHERE id = ? AND user_id = ?",
+                (memory_id, user_id),
             ).fetchone()
-            if kind is None:
+            if row is None:
                 raise MemoryNotFoundError(f"user {user_id!r} has no memory {memory_id}")
+            kind, valid_to, successor = row
             deleted = [memory_id]
-            if kind[0] == "edit":
+            if kind == "edit":
                 deleted += [
                     r[0]
                     for r in conn.execute(
@@ -295,18 +347,13 @@ class MemoryStore:
             conn.execute(
                 f"DELETE FROM memories WHERE user_id = ? AND id IN ({marks})", (user_id, *deleted)
             )
-            conn.execute(
-                "UPDATE memories SET origin_id = NULL WHERE user_id = ? AND origin_id = ?",
-                (user_id, memory_id),
-            )
-            restored = [
-                r[0]
-                for r in conn.execute(
-                    "UPDATE memories SET valid_to = NULL, superseded_by = NULL "
-                    "WHERE user_id = ? AND superseded_by = ? RETURNING id",
+            lexical.drop_rules(conn, deleted)
+            for column in ("origin_id", "exception_of"):
+                conn.execute(
+                    f"UPDATE memories SET {column} = NULL WHERE user_id = ? AND {column} = ?",
                     (user_id, memory_id),
                 )
-            ]
+            restored = _unlink_superseded(conn, user_id, memory_id, valid_to, successor)
         return Write(deleted, session.previous_version, session.version, restored)
 
     def embeddings(

@@ -93,14 +93,15 @@ def _timestamp(value: object, line: int, field: str, optional: bool = False) -> 
     return value
 
 
-def _check_record(record: object, line: int, count: int) -> dict:
+def _check_record(record: object, ref: int, count: int, line: int) -> dict:
+    """One memory record, at position ``ref`` of ``count``, on physical ``line``."""
     if not isinstance(record, dict):
         raise _fail(line, "expected a JSON object")
     unknown = set(record) - set(FIELDS)
     if unknown:
         raise _fail(line, f"unknown fields {sorted(unknown)}")
-    if record.get("ref") != line - 1:
-        raise _fail(line, f"ref must be {line - 1} (memories are numbered in order)")
+    if record.get("ref") != ref:
+        raise _fail(line, f"ref must be {ref} (memories are numbered in order)")
     if record.get("kind") not in KINDS or record.get("source") not in SOURCES:
         raise _fail(line, f"kind must be one of {KINDS} and source one of {SOURCES}")
     out = dict(record)
@@ -113,6 +114,8 @@ def _check_record(record: object, line: int, count: int) -> dict:
     needed = ("text",) if out["kind"] == "rule" else ("prompt", "chosen", "rejected")
     if any(out.get(f) is None for f in needed):
         raise _fail(line, f"a {out['kind']} needs {', '.join(needed)}")
+    if out["kind"] != "rule" and out["chosen"] == out["rejected"]:
+        raise _fail(line, "chosen and rejected are the same text")
     try:  # the same checks as the API's, with the line number added
         confidence = validate_number(out.get("confidence", 1.0), "confidence", low=0.0, high=1.0)
         support = validate_int(out.get("support", 1), "support", low=1, high=MAX_SUPPORT)
@@ -139,33 +142,42 @@ def _check_record(record: object, line: int, count: int) -> dict:
 
 
 def parse_lines(lines: Iterable[str | bytes]) -> tuple[str, list[dict]]:
-    """Validate a whole export; return its user id and records, or raise on the first error."""
-    raw = []
+    """Validate a whole export; return its user id and records, or raise on the first error.
+    Errors name the physical line (blank lines count)."""
+    if isinstance(lines, (str, bytes)) or not isinstance(lines, Iterable):
+        raise InvalidInputError("an export is an iterable of lines (e.g. an open file)")
+    raw: list[tuple[int, object]] = []
     for number, line in enumerate(lines, start=1):
         if isinstance(line, bytes):
             try:
                 line = line.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise _fail(number, "not valid UTF-8") from exc
+        if not isinstance(line, str):
+            raise _fail(number, f"expected a line of text, not {type(line).__name__}")
         if line.strip():
             try:  # NaN and Infinity are not JSON; refuse them rather than store them
-                raw.append(json.loads(line, parse_constant=_reject_constant))
+                raw.append((number, json.loads(line, parse_constant=_reject_constant)))
+            except RecursionError as exc:
+                raise _fail(number, "JSON nested too deeply") from exc
             except ValueError as exc:
                 raise _fail(number, f"not valid JSON ({exc})") from exc
-    if not raw or not isinstance(raw[0], dict) or raw[0].get("format") != FORMAT:
+    header = raw[0][1] if raw else None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise InvalidInputError(
             f"not a persona-sdk user export (first line must be a {FORMAT} header)"
         )
-    header = raw[0]
-    if header.get("version") != FORMAT_VERSION:
-        raise InvalidInputError(f"unsupported export version {header.get('version')!r}")
+    version = header.get("version")
+    if type(version) is not int or version != FORMAT_VERSION:
+        raise InvalidInputError(f"unsupported export version {version!r}")
     user_id = validate_user_id(header.get("user_id"))
-    if header.get("memories") != len(raw) - 1:
+    count = len(raw) - 1
+    if type(header.get("memories")) is not int or header.get("memories") != count:
         raise InvalidInputError(
             f"the header announces {header.get('memories')!r} memories but the file has "
-            f"{len(raw) - 1}: it is truncated or was edited"
+            f"{count}: it is truncated or was edited"
         )
-    records = [_check_record(r, n, len(raw) - 1) for n, r in enumerate(raw[1:], start=2)]
+    records = [_check_record(r, ref, count, line) for ref, (line, r) in enumerate(raw[1:], 1)]
     return user_id, records
 
 

@@ -52,8 +52,33 @@ class RetrievalConfig:
 
 
 @dataclass
+class GuardConfig:
+    """The guard inside guided decoding (per guided row, per token).
+
+    ``kl_budget``: the most KL(guided ‖ base), in nats, one token's distribution may move;
+    α is shrunk on that token until it fits (0 or ``None``: no cap). ``trip_wire``: once
+    the reply so far shows a degenerate sign, the row follows the base model for the rest
+    of the reply, and with ``restart`` (unless the text was streamed) decodes it again
+    from the prompt, so the reply is the base model's. ``enabled=False`` turns all off.
+    """
+
+    enabled: bool = True
+    kl_budget: float | None = 0.5
+    trip_wire: bool = True
+    restart: bool = True
+    bisection_steps: int = 12
+
+
+@dataclass
 class GenerationConfig:
-    """Defaults for :meth:`persona_sdk.Persona.generate`; each call may override them."""
+    """Defaults for :meth:`persona_sdk.Persona.generate`; each call may override them.
+
+    ``population_default``: serve users the population-default adapter at strength 1
+    whatever their evidence (the operator trusts the population prior); off by default,
+    so a user's default strength is the evidence share of their own pairs (0 with none).
+    ``rerank_fluency`` and ``rerank_relevance`` weigh a best-of candidate's fluency and
+    relevance against the user's reward (see :func:`persona_sdk.quality.rank_candidates`).
+    """
 
     max_new_tokens: int = 200
     temperature: float = 0.0
@@ -63,6 +88,10 @@ class GenerationConfig:
     best_of_temperature: float = 0.8  # when best_of > 1 and no temperature is given
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     stop: tuple[str, ...] = field(default_factory=tuple)
+    population_default: bool = False
+    guard: GuardConfig = field(default_factory=GuardConfig)
+    rerank_fluency: float = 1.0  # best-of: reward per nat of base log-prob per token
+    rerank_relevance: float = 1.0  # best-of: reward per unit of cosine to the request
 
 
 @dataclass

@@ -5,17 +5,17 @@ from __future__ import annotations
 import atexit
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from persona_sdk.adapters.guidance import RowPlan, guided_forward
+from persona_sdk.adapters.guidance import RowPlan
 from persona_sdk.adapters.manager import UserAdapters
 from persona_sdk.adapters.serving import AdapterServer, server_for
 from persona_sdk.config import GenerationConfig, MemoryConfig, RetrievalConfig, default_data_dir
+from persona_sdk.constraints.select import EnforcedRule
 from persona_sdk.decoding.embedder import Embedder, load_embedder
-from persona_sdk.decoding.loop import BatchGeneration, SamplingParams, sampling_params
+from persona_sdk.decoding.loop import SamplingParams, sampling_params
 from persona_sdk.decoding.models import Message, ModelHost, load_model
 from persona_sdk.decoding.prompting import build_messages, normalise_messages, retrieval_query
 from persona_sdk.errors import InvalidInputError, StoreError
@@ -26,27 +26,15 @@ from persona_sdk.memory.retrieval import RetrievedRule
 from persona_sdk.memory.service import MemoryService
 from persona_sdk.memory.store import MemoryStore
 from persona_sdk.memory.transfer import export_lines, import_records, parse_lines
+from persona_sdk.replies import Decode, Request, build_replies
 from persona_sdk.reply import Reply, ReplyStream
 from persona_sdk.reward.basis import RewardBasis
 from persona_sdk.reward.features import Featurizer
 from persona_sdk.reward.rewards import Rewards
 from persona_sdk.user import User
-from persona_sdk.validation import validate_number, validate_user_id
+from persona_sdk.validation import validate_number, validate_path, validate_user_id
 
 Prompt = str | Sequence[Message]
-
-
-@dataclass
-class _Request:
-    """A validated request, with its rules retrieved and its prompt tokenised."""
-
-    user_id: str
-    rules: list[RetrievedRule]
-    token_ids: list[int]
-    retrieve_ms: float
-    query: str = ""  # the latest user turn: what replies are scored against
-    plan: RowPlan = field(default_factory=lambda: RowPlan(None, 0.0))
-    has_pairs: bool = False
 
 
 class Persona:
@@ -71,7 +59,9 @@ class Persona:
         featurizer: Featurizer | None = None,
         adapters: str | Path | None = None,
     ):
-        self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
+        self.data_dir = (
+            default_data_dir() if data_dir is None else validate_path(data_dir, "data dir")
+        )
         self.store = MemoryStore(self.data_dir)
         self.retrieval_config = retrieval or RetrievalConfig()
         self.generation_config = generation or GenerationConfig()
@@ -191,14 +181,26 @@ class Persona:
 
     def doctor(self, repair: bool = True) -> DoctorReport:
         """Check the store and its derived indexes; rebuild whatever is missing or stale."""
-        return run_doctor(self.memory, repair=repair)
+        return run_doctor(self.memory, repair=repair, extra=[self.rewards.basis_check])
 
     # -- generation ----------------------------------------------------------------------
 
+    def default_strength(self, user_id: str) -> float:
+        """The guidance strength ``user_id`` gets when a request names none: 0 without
+        basis adapters; else 1 with ``GenerationConfig.population_default``; else the share
+        of the user's posterior their own pairs determine (0 with no pairs, towards 1)."""
+        if not self.adapters.available():
+            return 0.0
+        if self.generation_config.population_default:
+            return 1.0
+        return round(self.rewards.evidence(validate_user_id(user_id)), 4)
+
     def _request(
-        self, user_id: str, prompt: Prompt, params: SamplingParams, strength: float = 0.0
-    ) -> _Request:
+        self, user_id: str, prompt: Prompt, params: SamplingParams, strength: float | None = None
+    ) -> Request:
         user_id = validate_user_id(user_id)
+        if strength is None:
+            strength = self.default_strength(user_id)
         strength = validate_number(
             strength, "strength", low=0.0, high=self.generation_config.max_strength
         )
@@ -215,60 +217,35 @@ class Persona:
         if plan.adapter is None:
             plan = RowPlan(None, 0.0)  # no basis adapters for this model: rules only
         has_pairs = plan.adapter is not None and self.rewards.profile(user_id).personalized
-        return _Request(user_id, rules, token_ids, retrieve_ms, query, plan, has_pairs)
+        enforced = self.enforced_rules(user_id, rules)
+        return Request(user_id, rules, token_ids, retrieve_ms, query, plan, has_pairs, enforced)
 
-    def _replies(
-        self, requests: Sequence[_Request], gen: BatchGeneration, best_of: int, started: float
-    ) -> list[Reply]:
-        """One reply per request from its ``best_of`` rows of ``gen``, ranked by the user's
-        reward; every row is featurized in one embedding call."""
-        score_start = time.perf_counter()
-        texts = [row.text.strip() for row in gen.rows]
-        phi = self.rewards.features([r.query for r in requests for _ in range(best_of)], texts)
-        rewards = [self.rewards.score_features(r.user_id, phi[i * best_of : (i + 1) * best_of])
-                   for i, r in enumerate(requests)]  # fmt: skip
-        scored_ms = (time.perf_counter() - score_start) * 1000
-        return [self._reply(r, gen, i * best_of, texts, rewards[i], scored_ms, started)
-                for i, r in enumerate(requests)]  # fmt: skip
+    def enforced_rules(
+        self, user_id: str, retrieved: Sequence[RetrievedRule]
+    ) -> list[EnforcedRule]:
+        """The rules a request enforces as constraints (see :meth:`User.enforced_rules`)."""
+        return self.user(user_id).enforced_rules(retrieved)
 
-    def _reply(
-        self, request: _Request, gen: BatchGeneration, first: int, texts: list[str],
-        rewards: np.ndarray, reward_ms: float, started: float,
-    ) -> Reply:  # fmt: skip
-        """The request's reply from rows ``first…first+len(rewards)``: the best by reward."""
-        order = np.argsort(-rewards, kind="stable")
-        mine = texts[first : first + len(rewards)]
-        state = gen.rows[first + order[0]]
-        timings = {
-            "retrieve": request.retrieve_ms,
-            "ttft": gen.timings.get("ttft", 0.0) * 1000,
-            "generate": gen.timings.get("total", 0.0) * 1000,
-            "reward": reward_ms,
-            "total": (time.perf_counter() - started) * 1000,
-        }
-        candidates = []
-        if len(rewards) > 1:
-            candidates = [{"text": mine[i], "reward": float(rewards[i])} for i in order]
-        return Reply(
-            text=mine[order[0]],
-            user_id=request.user_id,
-            used_rules=request.rules,
-            strength=request.plan.strength,
-            personalized=bool(request.rules) or request.has_pairs,
-            model=self.host.name,
-            finish_reason=state.finish_reason or "stop",
-            tokens=len(state.tokens),
-            reward=float(rewards[order[0]]),
-            candidates=candidates,
-            timings=timings,
-        )
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        """Unit embeddings, from the featurizer's cache when it has one (the replies and
+        requests it has just featurized are there)."""
+        cache = getattr(self.rewards.featurizer, "cache", None)
+        return cache.encode(texts) if cache is not None else self.embedder.encode(texts)
+
+    def _decode(self, requests: Sequence[Request], params: SamplingParams, best_of: int) -> Decode:
+        return Decode(self.host, self.adapter_server, requests, params, best_of,
+                      self.generation_config)  # fmt: skip
+
+    def _replies(self, decode: Decode, started: float) -> list[Reply]:
+        return build_replies(decode, self.rewards, self._encode, self.host.name,
+                             self.generation_config, started)  # fmt: skip
 
     def generate(
         self,
         user_id: str,
         prompt: Prompt,
         *,
-        strength: float = 1.0,
+        strength: float | None = None,
         best_of: int = 1,
         max_new_tokens: int | None = None,
         temperature: float | None = None,
@@ -281,24 +258,26 @@ class Persona:
 
         The user's rules nearest to the request go into the system prompt. ``strength``
         scales decoding-time guidance by the user's adapter (0 = base model, 1 = the
-        adapter alone, above 1 pushes harder). ``best_of=N`` samples N candidates in one
-        batch and returns the one the user's reward ranks first, with every candidate's
-        reward in ``reply.candidates``. With ``stream=True`` the result is a
-        :class:`ReplyStream` of text chunks.
+        adapter alone, above 1 pushes harder); ``None`` is :meth:`default_strength`, which
+        grows with the evidence of the user's own pairs (0 with none). The guard
+        (``GenerationConfig.guard``) keeps guided tokens within a KL budget of the base and
+        hands a reply that starts to break back to the base (``reply.guard``). ``best_of=N``
+        samples N candidates in one batch and returns the best sound one by the user's
+        reward, fluency and relevance, with every term in ``reply.candidates``. With
+        ``stream=True`` the result is a :class:`ReplyStream` of text chunks.
         """
         started = time.perf_counter()
         if stream and best_of != 1:
             raise InvalidInputError("best_of > 1 picks a reply at the end; it cannot stream")
-        params = sampling_params(self.generation_config, self.host.max_context, best_of, max_new_tokens,
-                                 temperature, top_p, seed, stop)  # fmt: skip
+        params = sampling_params(self.generation_config, self.host.max_context, best_of,
+                                 max_new_tokens, temperature, top_p, seed, stop)  # fmt: skip
         request = self._request(user_id, prompt, params, strength)
-        forward = guided_forward(self.host, self.adapter_server, [request.plan] * best_of)
-        gen = BatchGeneration(self.host, [request.token_ids] * best_of, params, forward)
+        decode = self._decode([request], params, best_of)
         if not stream:
-            gen.run()
-            return self._replies([request], gen, best_of, started)[0]
-        chunks = (deltas[0] for deltas in gen if deltas[0])
-        finish = lambda: self._replies([request], gen, best_of, started)[0]  # noqa: E731
+            decode.gen.run()
+            return self._replies(decode, started)[0]
+        chunks = (deltas[0] for deltas in decode.gen if deltas[0])
+        finish = lambda: self._replies(decode, started)[0]  # noqa: E731
         return ReplyStream(chunks, request.rules, finish)
 
     def generate_batch(
@@ -310,29 +289,28 @@ class Persona:
         top_p: float | None = None,
         seed: int | None = None,
         stop: Sequence[str] | None = None,
-        strength: float | Sequence[float] = 1.0,
+        strength: float | Sequence[float | None] | None = None,
         best_of: int = 1,
     ) -> list[Reply]:
         """Serve several ``(user_id, prompt)`` requests in one batched decode; each row has
-        its own user adapter and ``strength`` (one value, or one per request). With
+        its own user adapter and ``strength`` (one value, or one per request; ``None``:
+        each user's :meth:`default_strength`). With
         ``best_of=N`` every request gets N candidates in the same batch, reranked by its
         user's reward."""
         if not requests:
             raise InvalidInputError("generate_batch needs at least one (user_id, prompt) request")
-        strengths = [strength] * len(requests) if np.isscalar(strength) else list(strength)
+        scalar = strength is None or np.isscalar(strength)
+        strengths = [strength] * len(requests) if scalar else list(strength)
         if len(strengths) != len(requests):
             raise InvalidInputError("give one strength, or one per request")
         started = time.perf_counter()
-        params = sampling_params(self.generation_config, self.host.max_context, best_of, max_new_tokens,
-                                 temperature, top_p, seed, stop)  # fmt: skip
+        params = sampling_params(self.generation_config, self.host.max_context, best_of,
+                                 max_new_tokens, temperature, top_p, seed, stop)  # fmt: skip
         prepared = [self._request(user_id, prompt, params, a)
                     for (user_id, prompt), a in zip(requests, strengths)]  # fmt: skip
-        plans = [r.plan for r in prepared for _ in range(best_of)]
-        forward = guided_forward(self.host, self.adapter_server, plans)
-        prompts = [r.token_ids for r in prepared for _ in range(best_of)]
-        gen = BatchGeneration(self.host, prompts, params, forward)
-        gen.run()
-        return self._replies(prepared, gen, best_of, started)
+        decode = self._decode(prepared, params, best_of)
+        decode.gen.run()
+        return self._replies(decode, started)
 
     def prompt_for(self, user_id: str, prompt: Prompt) -> list[Message]:
         """The exact messages the model would see for this request (for debugging)."""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from persona_sdk.constraints.select import EnforcedRule, enforced_rules
 from persona_sdk.errors import InvalidInputError
-from persona_sdk.memory.retrieval import RetrievedRule
+from persona_sdk.memory.retrieval import CutRule, RetrievedRule
 from persona_sdk.memory.service import EditResult, MemoryService
 from persona_sdk.memory.store import KINDS, SOURCES, Memory
+from persona_sdk.reward.profile import Profile
 from persona_sdk.reward.rewards import Question, RewardProfile, Rewards
 from persona_sdk.validation import (
     MAX_RULE_CHARS,
@@ -27,24 +29,47 @@ class Explanation:
     user_id: str
     prompt: str
     rules: list[RetrievedRule]
+    cut: list[CutRule] = field(default_factory=list)  # applying rules left out, and why
+    # the rules the request enforces while decoding, with their merged constraints
+    enforced: list[EnforcedRule] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
             "user_id": self.user_id,
             "prompt": self.prompt,
             "rules": [rule.to_dict() for rule in self.rules],
+            "cut": [rule.to_dict() for rule in self.cut],
+            "enforced": [rule.to_dict() for rule in self.enforced],
         }
 
 
 __all__ = ["EditResult", "Explanation", "User"]
 
 
+def _items(value: object, field: str) -> list:
+    """A list or tuple argument as a list; a lone string, None or anything else is refused."""
+    if not isinstance(value, (list, tuple)):
+        raise InvalidInputError(f"{field} must be a list, not {type(value).__name__}")
+    return list(value)
+
+
 def _rule_spec(spec: RuleSpec) -> tuple[str, str | None]:
-    text, context = (spec, None) if isinstance(spec, (str, bytes)) else spec
+    if isinstance(spec, (str, bytes)):
+        text, context = spec, None
+    elif isinstance(spec, (list, tuple)) and len(spec) in (1, 2):
+        text, context = spec[0], spec[1] if len(spec) == 2 else None
+    else:
+        raise InvalidInputError(f"a rule is a text or a (text, context) pair, not {spec!r:.60}")
     return (
         validate_text(text, "rule", MAX_RULE_CHARS),
         validate_optional_text(context, "context", MAX_RULE_CHARS),
     )
+
+
+def _pair(pair: object) -> list:
+    if not isinstance(pair, (list, tuple)) or len(pair) != 3:
+        raise InvalidInputError(f"a pair is (prompt, chosen, rejected), not {pair!r:.60}")
+    return list(pair)
 
 
 def _pair_texts(prompt: object, chosen: object, rejected: object) -> tuple[str, str, str]:
@@ -79,11 +104,14 @@ class User:
         """Store a rule. Without ``context`` it applies to every request; with one, it is
         retrieved for requests similar to that context (e.g. ``"emails to my manager"``).
 
-        A near-duplicate reinforces the existing rule (its support grows) and is returned
-        instead; a rule that contradicts an older one ("never use emojis" after "use
-        emojis") closes the older rule's validity, which stays in the history. Returns the
-        rule now in effect, or ``None`` when a non-stated rule was ignored because a
-        stated rule says the opposite.
+        The user's latest wish wins (ARCHITECTURE.md, "Rule lifecycle"): a restatement in
+        the same scope reinforces the existing rule (its support grows), which is returned
+        instead; a contradiction (a negation, a changed value or a changed fact: "never use
+        emojis" after "use emojis", "under 50 words" after "under 100 words") closes the
+        older rule's validity, which stays in the history; an opposite rule for a
+        narrower context is an exception stored beside the global rule; the same rule for
+        a new context is its own scoped rule. Returns the rule now in effect, or ``None``
+        when a non-stated rule was ignored because a stated rule says the opposite.
         """
         stored = self.add_rules([(text, context)], source=source)
         return stored[0] if stored else None
@@ -96,7 +124,7 @@ class User:
             raise InvalidInputError(f"source must be one of {SOURCES}, not {source!r}")
         if isinstance(rules, (str, bytes)):
             raise InvalidInputError("add_rules takes a list of rules; use add_rule for one")
-        specs = [_rule_spec(spec) for spec in rules]
+        specs = [_rule_spec(spec) for spec in _items(rules, "rules")]
         if not specs:
             return []
         return self._memory.add_rules(self.id, specs, source)
@@ -119,7 +147,7 @@ class User:
         """Store many ``(prompt, chosen, rejected)`` pairs in one transaction."""
         if source not in SOURCES:
             raise InvalidInputError(f"source must be one of {SOURCES}, not {source!r}")
-        checked = [_pair_texts(*pair) for pair in pairs]
+        checked = [_pair_texts(*_pair(pair)) for pair in _items(pairs, "pairs")]
         if not checked:
             return []
         self._rewards.check()  # a basis that cannot be used fails before any write
@@ -165,6 +193,12 @@ class User:
         """Axis weights with their uncertainty, the pair count and whether it is personal."""
         return self._rewards.profile(self.id)
 
+    def profile(self) -> Profile:
+        """A profile the user can check: their rules, the contrasts their pairs and edits
+        revealed (with counts and a sign test), what their reward model prefers on minimal
+        pairs, and the revealed contrasts it contradicts (``profile().contradictions``)."""
+        return self._rewards.preference_profile(self.id)
+
     def next_question(
         self, prompt: str | None = None, replies: Sequence[str] | None = None
     ) -> Question:
@@ -175,7 +209,7 @@ class User:
         if prompt is not None:
             prompt = validate_text(prompt, "prompt")
         if replies is not None:
-            replies = [validate_text(r, "reply") for r in replies]
+            replies = [validate_text(r, "reply") for r in _items(replies, "replies")]
         return self._rewards.next_question(self.id, prompt, replies)
 
     # -- reading and deleting ------------------------------------------------------------
@@ -197,9 +231,18 @@ class User:
         self._memory.delete_memory(self.id, memory_id)
 
     def explain(self, prompt: str) -> Explanation:
-        """The rules a request with ``prompt`` would put in the system prompt, with similarities."""
+        """The rules a request with ``prompt`` would put in the system prompt, with their
+        similarities, and the applying rules that were cut (``cut``: a global rule over the
+        prompt budget, or overridden by an exception), with why; and the rules it would
+        enforce as constraints while decoding (``enforced``, with their parameters)."""
         prompt = validate_text(prompt, "prompt")
-        return Explanation(self.id, prompt, self._memory.retrieve(self.id, prompt))
+        rules = self._memory.retrieve(self.id, prompt)
+        return Explanation(self.id, prompt, list(rules), rules.cut, self.enforced_rules(rules))
+
+    def enforced_rules(self, retrieved: Sequence[RetrievedRule]) -> list[EnforcedRule]:
+        """The rules a request enforces as constraints: every valid global rule (stated or
+        inferred) and the contextual rules ``retrieved`` for it, merged newest-wins."""
+        return enforced_rules([r for r in self.rules() if r.context is None], retrieved)
 
     def forget(self) -> None:
         """Delete every trace of the user: rows, vectors, index files and caches."""

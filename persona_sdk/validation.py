@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import math
+import os
 import re
+import unicodedata
+from pathlib import Path
 
 from persona_sdk.errors import InvalidInputError, InvalidUserIdError
 
 USER_ID_PATTERN = re.compile(r"[A-Za-z0-9_.@-]{1,128}")
 MAX_TEXT_CHARS = 100_000
 MAX_RULE_CHARS = 2_000
+# whitespace, control and format characters (zero-width spaces, bidi marks): text made
+# only of these is empty to a reader
+INVISIBLE = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf"})
 
 
 def validate_user_id(user_id: object) -> str:
@@ -34,7 +40,7 @@ def validate_text(value: object, field: str, max_chars: int = MAX_TEXT_CHARS) ->
     if not isinstance(value, str):
         raise InvalidInputError(f"{field} must be a string, not {type(value).__name__}")
     text = value.strip()
-    if not text:
+    if not text or all(unicodedata.category(c) in INVISIBLE for c in text):
         raise InvalidInputError(f"{field} is empty")
     if len(text) > max_chars:
         raise InvalidInputError(
@@ -82,3 +88,15 @@ def validate_int(value: object, field: str, *, low: int, high: int | None = None
         bound = f"between {low} and {high}" if high is not None else f">= {low}"
         raise InvalidInputError(f"{field} must be {bound}, got {value}")
     return value
+
+
+def validate_path(value: object, field: str) -> Path:
+    """Return ``value`` (a str or path-like) as an expanded :class:`~pathlib.Path`."""
+    if isinstance(value, bytes) or not isinstance(value, (str, os.PathLike)):
+        raise InvalidInputError(f"{field} must be a path, not {type(value).__name__}")
+    text = os.fspath(value)
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidInputError(f"{field} must be a non-empty path")
+    if "\x00" in text:
+        raise InvalidInputError(f"{field} contains a NUL character")
+    return Path(text).expanduser()

@@ -1,10 +1,24 @@
-"""Shared fixtures: a tiny random-weight Llama (built from a config, with a tokenizer
-trained on the spot) for fast unit tests, and the real embedded embedder."""
+"""Shared fixtures (the helpers they build on are in ``helpers.py``).
+
+Unit tests run on a tiny random-weight Llama (built from a config, with a tokenizer trained
+on the spot), the hash-based :class:`FakeEmbedder` and a reward basis fit for it at the
+start of the session. Unless a test is marked ``integration``, the SDK's *default*
+embedder and basis are these fakes too, so the CLI and ``Persona.open(dir)`` use them;
+``integration`` tests get the real MiniLM (``real_embedder``) and the shipped basis.
+
+``make test-fast`` (``PERSONA_TEST_FAST=1``, or any ``-m`` that deselects ``integration``)
+arms :class:`ModelFileGuard`: a test that opens a file of a real model fails.
+
+``PERSONA_TEST_MODELS=real`` runs the unit tests on the real MiniLM and the shipped basis
+instead (slower; to check that the fakes hide nothing).
+"""
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import os
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,69 +27,172 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests must never reach a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-CHAT_TEMPLATE = (
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + "
-    "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+from tests.helpers import (
+    Cli,
+    FakeEmbedder,
+    ModelFileGuard,
+    build_tiny_model,
+    build_tiny_tokenizer,
+    embedded_model_roots,
+    fast_suite,
+    fit_test_basis,
+    random_lora_dpo,
 )
-CORPUS = [
-    "You are a helpful assistant. Follow these preferences of the user in your reply.",
-    "Answer in one sentence. Use a bulleted list. Explain it like I'm five years old.",
-    "The quick brown fox jumps over the lazy dog. Black holes bend light and time.",
-    "Write an email to my manager about the budget. How can I sleep better tonight?",
-    "def sort(xs): return sorted(xs)  # code, numbers 0123456789, emoji and punctuation!?",
-] * 20
+
+GUARD = ModelFileGuard(embedded_model_roots())
+REAL_MODELS = os.environ.get("PERSONA_TEST_MODELS") == "real"
 
 
-def build_tiny_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tokenizer.train_from_iterator(CORPUS, trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        bos_token="<|im_start|>",
-        unk_token="<|endoftext|>",
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
+def pytest_configure(config: pytest.Config) -> None:
+    sys.addaudithook(GUARD)  # hooks cannot be removed; disarmed, it returns at once
+    GUARD.armed = fast_suite(config) and not REAL_MODELS
+    # Tiny models and small fits: one thread is as fast, and on a shared machine several
+    # times faster (two threads contending with other processes mostly wait).
+    torch.set_num_threads(1)
 
 
-def build_tiny_model(vocab_size: int, seed: int = 0):
-    from transformers import LlamaConfig, LlamaForCausalLM
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that asks for ``real_embedder`` is an integration test, marked or not."""
+    for item in items:
+        if "real_embedder" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
 
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-        tie_word_embeddings=False,
-        initializer_range=0.5,
-    )
-    return LlamaForCausalLM(config).eval()
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    if GUARD.armed:
+        terminalreporter.write_line(
+            "fast suite: the model-file guard was armed over "
+            f"{', '.join(str(r) for r in GUARD.roots)}"
+        )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test whose setup, call or teardown opened a real model file while the guard was
+    armed fails, even if the library caught the guard's error."""
+    outcome = yield
+    GUARD.fail_report(outcome.get_result())
+
+
+@pytest.fixture
+def model_file_guard():
+    """The guard itself, for the test that proves it works."""
+    return GUARD
+
+
+# -- the fake embedder, its featurizer, world and basis --------------------------------------
+
+
+class FakeModels:
+    """The session's fake embedder and what is built on it, each built on first use (with
+    ``PERSONA_TEST_MODELS=real``: MiniLM and the shipped basis)."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory):
+        from persona_sdk.decoding.embedder import load_embedder
+
+        self.embedder = load_embedder(None, "cpu") if REAL_MODELS else FakeEmbedder()
+        self._tmp = tmp_path_factory
+
+    @functools.cached_property
+    def featurizer(self):
+        from persona_sdk.reward.features import EmbeddingStyleFeaturizer
+
+        return EmbeddingStyleFeaturizer(self.embedder)
+
+    @functools.cached_property
+    def world(self):
+        """The replies to the shipped pool's first 12 prompts, featurized by the fake."""
+        from persona_sdk.reward.pool import load_pool
+        from persona_sdk.simulation.world import RewardWorld
+
+        entries = load_pool()
+        prompts = list(dict.fromkeys(e.prompt for e in entries))[:12]
+        return RewardWorld.build(self.featurizer, [e for e in entries if e.prompt in prompts])
+
+    @functools.cached_property
+    def basis(self):
+        from persona_sdk.reward.basis import RewardBasis, default_basis_path
+
+        if REAL_MODELS:
+            return RewardBasis.load(default_basis_path())
+        return fit_test_basis(self.world, self.featurizer)
+
+    @functools.cached_property
+    def basis_file(self) -> Path:
+        return self.basis.save(self._tmp.mktemp("fake-basis") / "basis.npz")
+
+
+@pytest.fixture(scope="session")
+def fakes(tmp_path_factory) -> FakeModels:
+    return FakeModels(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def embedder(fakes):
+    """The fake embedder (``real_embedder`` is MiniLM, for integration tests)."""
+    return fakes.embedder
+
+
+@pytest.fixture(scope="session")
+def world(fakes):
+    return fakes.world
+
+
+@pytest.fixture(scope="session")
+def basis(fakes):
+    """A rank-8 basis fit for the fake embedder's featurizer."""
+    return fakes.basis
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fake_default_models(fakes):
+    """The SDK's default embedder and basis are the fakes (see ``_real_models``)."""
+    if REAL_MODELS:
+        yield
+        return
+    import persona_sdk.persona as persona_module
+    import persona_sdk.reward.rewards as rewards_module
+
+    real_load = persona_module.load_embedder
+
+    def load_embedder(model=None, device=None):
+        return fakes.embedder if model is None else real_load(model, device)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(persona_module, "load_embedder", load_embedder)
+        patch.setattr(rewards_module, "default_basis_path", lambda: fakes.basis_file)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _real_models(request, monkeypatch):
+    """Integration tests get the real defaults back."""
+    if request.node.get_closest_marker("integration"):
+        import persona_sdk.persona as persona_module
+        import persona_sdk.reward.rewards as rewards_module
+        from persona_sdk.decoding.embedder import load_embedder
+        from persona_sdk.reward.basis import default_basis_path
+
+        monkeypatch.setattr(persona_module, "load_embedder", load_embedder)
+        monkeypatch.setattr(rewards_module, "default_basis_path", default_basis_path)
+
+
+@pytest.fixture(scope="session")
+def real_embedder():
+    """The embedded all-MiniLM-L6-v2 (integration tests only)."""
+    from persona_sdk.decoding.embedder import load_embedder
+
+    return load_embedder(None, "cpu")
+
+
+# -- the tiny model ----------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def one_torch_thread():
-    """Tiny embedding batches: one thread is as fast, and far faster on a busy machine."""
+    """One torch thread (the whole session has one since pytest_configure; kept for the
+    modules that ask for it explicitly)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -100,114 +217,60 @@ def tiny_host(tiny_model_dir):
     return load_model(str(tiny_model_dir), device="cpu")
 
 
-@pytest.fixture(scope="session")
-def embedder():
-    from persona_sdk.decoding.embedder import load_embedder
-
-    return load_embedder(None, "cpu")
-
-
 @pytest.fixture
-def persona(tmp_path, tiny_host, embedder):
+def persona(tmp_path, tiny_host, embedder, basis):
     from persona_sdk import Persona
 
-    p = Persona.open(tmp_path / "data", model=tiny_host, embedder=embedder)
+    p = Persona.open(tmp_path / "data", model=tiny_host, embedder=embedder, basis=basis)
     yield p
     p.close()
 
 
-def snapshot(directory: Path) -> dict[str, str]:
-    """Hash of every file under ``directory`` (SQLite's transient -wal/-shm excluded)."""
-    out = {}
-    for path in sorted(Path(directory).rglob("*")):
-        if path.is_file() and not path.name.endswith(("-wal", "-shm")):
-            out[str(path.relative_to(directory))] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
-
-
-def assert_error(result, *needles: str) -> str:
-    """A CLI result that failed as designed: exit 2, exactly one ``error:`` line on
-    stderr, nothing on stdout, no traceback; returns that line."""
-    assert result.exit_code == 2, (result.output, result.exception)
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert result.stdout == "" and "Traceback" not in result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
-
-
 # -- basis adapters for the tiny model (adapter and guidance tests) ----------------------
 
-PAIRS = [
-    (
-        "Write a note to my team",
-        "Short note.",
-        "A much longer and more elaborate note to the team.",
-    ),
-    (
-        "Explain black holes",
-        "Gravity traps light.",
-        "Black holes are regions of spacetime where...",
-    ),
-    ("How can I sleep better?", "Dim the lights.", "There are many strategies for better sleep..."),
-]
-
 
 @pytest.fixture(scope="session")
-def world(embedder):
-    from persona_sdk.reward.features import EmbeddingStyleFeaturizer
-    from persona_sdk.reward.pool import load_pool
-    from persona_sdk.simulation.world import RewardWorld
-
-    entries = load_pool()
-    prompts = list(dict.fromkeys(e.prompt for e in entries))[:12]
-    return RewardWorld.build(
-        EmbeddingStyleFeaturizer(embedder), [e for e in entries if e.prompt in prompts]
-    )
-
-
-@pytest.fixture(scope="session")
-def built(tmp_path_factory, tiny_model_dir, world, embedder):
-    """Basis adapters for the tiny model and the shipped basis: 2 DPO steps per direction."""
-    from persona_sdk.adapters.build import build_basis_adapters
+def built(tmp_path_factory, tiny_model_dir, world, basis):
+    """Basis adapters for the tiny model and the fake basis, built by the real build code
+    with the DPO step swapped for seeded random LoRA weights (no training)."""
+    from persona_sdk.adapters import build
     from persona_sdk.adapters.config import BuildConfig, DPOConfig, LoraSpec
     from persona_sdk.decoding.models import load_model
-    from persona_sdk.reward.basis import RewardBasis, default_basis_path
 
     out = tmp_path_factory.mktemp("basis-adapters")
     host = load_model(str(tiny_model_dir), device="cpu", shared=False)
     config = BuildConfig(
         lora=LoraSpec(rank=2, alpha=4.0), dpo=DPOConfig(steps=2, batch_pairs=2, learning_rate=0.05)
     )
-    manifest = build_basis_adapters(
-        host, RewardBasis.load(default_basis_path()), world, out, config, progress=False
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(build, "train_dpo", random_lora_dpo)
+        manifest = build.build_basis_adapters(host, basis, world, out, config, progress=False)
+    assert all("untrained" in d["stats"] for d in manifest.directions.values()), (
+        "build_basis_adapters no longer calls build.train_dpo: the fixture would train"
     )
     return out, manifest
 
 
 @pytest.fixture
-def tp(tmp_path, tiny_host, embedder, built):
+def tp(tmp_path, tiny_host, embedder, basis, built):
     """A Persona on the tiny model with its basis adapters."""
     from persona_sdk import Persona
 
-    p = Persona.open(tmp_path / "data", model=tiny_host, embedder=embedder, adapters=built[0])
+    p = Persona.open(
+        tmp_path / "data", model=tiny_host, embedder=embedder, basis=basis, adapters=built[0]
+    )
     yield p
     p.close()
 
 
 @pytest.fixture
-def adapter_cli(tmp_path, tiny_model_dir, built):
-    """The CLI on a data dir that holds the tiny model's basis adapters."""
-    import shutil
-
-    from test_cli import Cli
-
-    shutil.copytree(built[0], tmp_path / "data" / "basis_adapters")
+def cli(tmp_path, tiny_model_dir) -> Cli:
+    """The CLI on an empty data dir and the tiny model."""
     return Cli(tmp_path / "data", tiny_model_dir)
 
 
-def add_pairs(user, pairs=PAIRS):
-    for prompt, chosen, rejected in pairs:
-        user.add_pair(prompt, chosen=chosen, rejected=rejected)
+@pytest.fixture
+def adapter_cli(tmp_path, tiny_model_dir, built) -> Cli:
+    """The CLI on a data dir that holds the tiny model's basis adapters."""
+    shutil.copytree(built[0], tmp_path / "data" / "basis_adapters")
+    return Cli(tmp_path / "data", tiny_model_dir)

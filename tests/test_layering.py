@@ -91,9 +91,7 @@ def _within(module: str, packages: tuple[str, ...]) -> bool:
 
 
 def test_the_graph_sees_every_package():
-    assert {"persona_sdk.persona", "persona_sdk.memory.store", "persona_sdk.cli.main"} <= set(
-        GRAPH
-    )
+    assert {"persona_sdk.persona", "persona_sdk.memory.store", "persona_sdk.cli.main"} <= set(GRAPH)
     assert "persona_sdk.memory.store" in GRAPH["persona_sdk.memory.index"]
 
 
@@ -116,7 +114,9 @@ def test_only_cli_and_offline_code_import_the_simulator_or_evals():
 def test_decoding_never_imports_adapters_or_the_api():
     for module, targets in GRAPH.items():
         if _within(module, ("persona_sdk.decoding",)):
-            bad = [t for t in targets if _within(t, ("persona_sdk.adapters", "persona_sdk.persona"))]
+            bad = [
+                t for t in targets if _within(t, ("persona_sdk.adapters", "persona_sdk.persona"))
+            ]
             assert not bad, f"{module} imports {bad}"
 
 

@@ -42,10 +42,31 @@ class RowState:
     text: str = ""
     emitted: int = 0  # chars of ``text`` already streamed
     finish_reason: str | None = None  # "stop" (eos or stop string) or "length"
+    restart_requested: bool = False  # set by a processor: drop the reply and start again
+    restarts: int = 0  # how often the reply was dropped (processors compare to reset state)
 
     @property
     def finished(self) -> bool:
         return self.finish_reason is not None
+
+
+class LogitsProcessor:
+    """A per-row hook of the decoding loop (the guidance guard, constraint masks).
+
+    Each step, :meth:`process` may change the logits ``(B, V)`` between the forward and
+    sampling (processors run in list order); :meth:`observe` then sees the sampled
+    tokens ``(B,)`` and the rows after they advanced. ``active[i]`` says whether row i
+    took its token into its reply (False once finished, and for the stop token). Setting
+    ``row.restart_requested`` in :meth:`observe` asks the loop to drop the row's reply and
+    decode it again from the prompt (granted unless its text was already streamed; the
+    row's ``restarts`` then grows).
+    """
+
+    def process(self, logits: torch.Tensor, rows: Sequence[RowState]) -> torch.Tensor:
+        return logits
+
+    def observe(self, tokens: torch.Tensor, rows: Sequence[RowState], active: list[bool]) -> None:
+        return None
 
 
 def sampling_params(
@@ -138,14 +159,17 @@ class BatchGeneration:
         prompts: list[list[int]],
         params: SamplingParams,
         forward: ForwardFn | None = None,
+        processors: Sequence[LogitsProcessor] = (),
     ):
         self.host = host
         self.prompts = prompts
         self.params = params
         self.forward = forward or default_forward(host)
+        self.processors = list(processors)
         self.rows = [RowState(len(p)) for p in prompts]
         self.timings: dict[str, float] = {}
         self.forward_calls: list[int] = []  # tokens per row fed to each forward (for tests)
+        self.streaming = True  # text already yielded cannot be taken back; run() clears it
 
     def _advance(self, row: RowState, token: int) -> None:
         tokenizer = self.host.tokenizer
@@ -161,6 +185,32 @@ class BatchGeneration:
                 row.finish_reason = "stop"
         if not row.finished and len(row.tokens) >= self.params.max_new_tokens:
             row.finish_reason = "length"
+
+    def _take(self, row: RowState, token: int) -> bool:
+        """Advance an unfinished row; whether the token joined its reply."""
+        if row.finished:
+            return False
+        before = len(row.tokens)
+        self._advance(row, token)
+        return len(row.tokens) > before
+
+    def _restart(self, tokens: list[int], mask: torch.Tensor, width: int) -> list[int]:
+        """Grant restart requests: hide the row's reply (and its prompt's last token) from
+        attention, so refeeding that token yields the first reply token's logits again
+        with the cache kept. Edits ``tokens`` (the next inputs) and ``mask`` in place."""
+        granted = []
+        for i, row in enumerate(self.rows):
+            if not row.restart_requested:
+                continue
+            row.restart_requested = False
+            if self.streaming and row.emitted:
+                continue
+            mask[i, width - 1 :] = 0
+            tokens[i] = self.prompts[i][-1]
+            row.tokens, row.text, row.emitted, row.finish_reason = [], "", 0, None
+            row.restarts += 1
+            granted.append(i)
+        return granted
 
     def _delta(self, row: RowState) -> str:
         end = (
@@ -191,11 +241,16 @@ class BatchGeneration:
         start = time.perf_counter()
         logits, cache = self.forward(input_ids, mask, positions, None)
         self.forward_calls.append(width)
-        for _ in range(self.params.max_new_tokens):
-            tokens = sample_next(logits, self.params, generator).tolist()
-            for row, token in zip(self.rows, tokens):
-                if not row.finished:
-                    self._advance(row, token)
+        steps = 2 * self.params.max_new_tokens  # room for one restart per row
+        for _ in range(steps):
+            for processor in self.processors:
+                logits = processor.process(logits, self.rows)
+            sampled = sample_next(logits, self.params, generator)
+            tokens = sampled.tolist()
+            active = [self._take(row, token) for row, token in zip(self.rows, tokens)]
+            for processor in self.processors:
+                processor.observe(sampled, self.rows, active)
+            restarted = self._restart(tokens, mask, width)
             if "ttft" not in self.timings:
                 self.timings["ttft"] = time.perf_counter() - start
             yield [self._delta(row) for row in self.rows]
@@ -204,6 +259,8 @@ class BatchGeneration:
             step = torch.tensor(tokens, device=device).unsqueeze(-1)
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
             positions = positions[:, -1:] + 1
+            for i in restarted:  # the prompt's last token again, at its own position
+                positions[i] = len(self.prompts[i]) - 1
             logits, cache = self.forward(step, mask, positions, cache)
             self.forward_calls.append(1)
         for row in self.rows:  # a row cut by the step budget ends on its length
@@ -216,6 +273,7 @@ class BatchGeneration:
 
     def run(self) -> list[RowState]:
         """Decode to the end without streaming."""
+        self.streaming = False
         for _ in self:
             pass
         return self.rows

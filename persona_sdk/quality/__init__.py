@@ -1,6 +1,6 @@
 """The one quality check of a reply, shared by the decode guard, best-of and the evals:
-degenerate text (:mod:`.checks`), fluency under the base model (:mod:`.fluency`) and
-relevance to the request (:mod:`.report`).
+degenerate text (:mod:`.checks`), fluency under the base model (:mod:`.fluency`),
+relevance to the request (:mod:`.report`) and best-of ranking on all three (:mod:`.rank`).
 
 Depends only on the standard library, numpy, torch and :mod:`persona_sdk.errors`, so any
 layer may import it.
@@ -27,6 +27,7 @@ from persona_sdk.quality.fluency import (
     score_replies,
     token_logprobs,
 )
+from persona_sdk.quality.rank import rank_candidates
 from persona_sdk.quality.report import QualityReport, aggregate, assess, relevance
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "degenerate_reasons",
     "is_degenerate",
     "mean_logprob",
+    "rank_candidates",
     "relevance",
     "score_replies",
     "token_logprobs",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,13 +131,19 @@ class RewardBasis:
     def save(self, path: str | Path) -> Path:
         """Write the basis atomically (a temp file, then a rename)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise BasisError(f"{path} is a directory; give a file name for the basis")
         meta = self._meta()
         arrays = {"directions": self.directions, "prior_mean": self.prior_mean}
         arrays["prior_cov"] = self.prior_cov
         tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, meta=meta, checksum=_checksum(arrays, meta), **arrays)
-        tmp.replace(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(tmp, meta=meta, checksum=_checksum(arrays, meta), **arrays)
+            tmp.replace(path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise BasisError(f"cannot write the basis to {path}: {exc.strerror or exc}") from exc
         return path
 
     @classmethod
@@ -144,12 +151,14 @@ class RewardBasis:
         """Read and verify a basis file; with ``featurizer``, also check it matches."""
         path = Path(path)
         if not path.is_file():
-            raise BasisError(f"no basis file at {path}")
+            raise BasisError(
+                f"{path} is not a file" if path.exists() else f"no basis file at {path}"
+            )
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in ("directions", "prior_mean", "prior_cov")}
                 meta, checksum = str(data["meta"]), str(data["checksum"])
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
             raise BasisError(f"{path} is not a readable basis file (corrupt or truncated)") from exc
         if _checksum(arrays, meta) != checksum:
             raise BasisError(f"{path} fails its checksum: the file is corrupt")

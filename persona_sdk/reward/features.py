@@ -24,7 +24,7 @@ import hashlib
 import itertools
 import re
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -62,6 +62,29 @@ def featurizer_hash(featurizer: Featurizer) -> str:
 
 def text_key(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+
+
+def text_keys(texts: Iterable[str]) -> set[bytes]:
+    """Every cache key a featurizer may have made from ``texts``: each text and sentence."""
+    texts = list(texts)
+    return {text_key(t) for t in texts} | {text_key(s) for t in texts for s in sentences(t)}
+
+
+def purge_cache_file(path: Path, keys: set[bytes]) -> int:
+    """Rewrite a saved :class:`EmbeddingCache` file without ``keys``; returns how many
+    entries were removed (0, and the file untouched, when none was there)."""
+    try:
+        with np.load(path) as data:
+            stored, vectors, identity = data["keys"], data["vectors"], data["identity"]
+    except (OSError, ValueError, KeyError):
+        return 0
+    keep = np.array([k.tobytes() not in keys for k in stored], dtype=bool)
+    removed = int((~keep).sum())
+    if removed:
+        tmp = path.with_name(path.name + ".purge.tmp.npz")
+        np.savez(tmp, keys=stored[keep], vectors=vectors[keep], identity=identity)
+        tmp.replace(path)
+    return removed
 
 
 class EmbeddingCache:
@@ -102,6 +125,10 @@ class EmbeddingCache:
         while len(self._vectors) > self.max_items:
             self._vectors.popitem(last=False)
 
+    def discard(self, keys: set[bytes]) -> int:
+        """Drop the vectors under ``keys`` (see :func:`text_keys`); returns how many."""
+        return sum(self._vectors.pop(k, None) is not None for k in keys)
+
     def save(self, path: Path) -> None:
         """Write every cached vector (float16) with the embedder identity, atomically."""
         path = Path(path)
@@ -133,7 +160,7 @@ class EmbeddingStyleFeaturizer:
     features ⊕ prompt–reply similarity."""
 
     def __init__(self, embedder: Embedder, cache: EmbeddingCache | None = None):
-        self.cache = cache or EmbeddingCache(embedder)
+        self.cache = cache if cache is not None else EmbeddingCache(embedder)  # empty is falsy
         self.embedder_identity = embedder.identity
         self.identity = f"{FEATURIZER_VERSION}:{embedder.identity}"
         self.dim = 2 * embedder.dim + len(STYLE_FEATURES) + len(LEXICAL_FEATURES) + 1

@@ -63,11 +63,12 @@ def load_pool() -> list[PoolEntry]:
     return read_pool(package_data(POOL_FILE))
 
 
-def preload_shipped_embeddings(featurizer: Featurizer) -> None:
-    """Give the default featurizer the shipped vectors of every pool text (a no-op for other
-    featurizers: the vectors belong to the embedded MiniLM, and the cache checks that)."""
+def preload_shipped_embeddings(featurizer: Featurizer, name: str = POOL_EMBEDDINGS_FILE) -> None:
+    """Give the default featurizer the shipped vectors of every pool text (or of another
+    shipped embeddings file ``name``); a no-op for other featurizers: the vectors belong to
+    the embedded MiniLM, and the cache checks that."""
     if isinstance(featurizer, EmbeddingStyleFeaturizer):
-        featurizer.cache.load(package_data(POOL_EMBEDDINGS_FILE))
+        featurizer.cache.load(package_data(name))
 
 
 @dataclass

@@ -23,7 +23,13 @@ import numpy as np
 
 from persona_sdk.config import default_cache_dir
 from persona_sdk.errors import InvalidInputError, PopulationDataError
-from persona_sdk.reward.features import EmbeddingStyleFeaturizer, Featurizer
+from persona_sdk.reward.features import (
+    EmbeddingCache,
+    EmbeddingStyleFeaturizer,
+    Featurizer,
+    purge_cache_file,
+    text_keys,
+)
 from persona_sdk.reward.fit import Pairs
 from persona_sdk.validation import validate_text, validate_user_id
 
@@ -70,14 +76,18 @@ def read_population(path: str | Path) -> PopulationData:
     if not path.is_file():
         raise PopulationDataError(f"no population file at {path}")
     data = PopulationData()
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
             where = f"{path.name} line {number}"
             try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise PopulationDataError(f"{where}: not valid UTF-8") from None
+            if not line.strip():
+                continue
+            try:
                 record = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise PopulationDataError(f"{where}: not valid JSON") from None
             if not isinstance(record, dict) or "user_id" not in record:
                 raise PopulationDataError(f"{where}: missing field user_id")
@@ -108,6 +118,20 @@ def embedding_cache_file(featurizer: Featurizer) -> Path | None:
         return None
     digest = hashlib.sha256(featurizer.embedder_identity.encode()).hexdigest()[:12]
     return default_cache_dir() / "embeddings" / f"{digest}.npz"
+
+
+def forget_texts(featurizer: Featurizer | None, texts: list[str]) -> int:
+    """Remove ``texts`` from the featurizer's in-memory cache and from every saved
+    embedding cache file; returns how many entries went."""
+    if not texts:
+        return 0
+    keys = text_keys(texts)
+    cache = getattr(featurizer, "cache", None)
+    removed = cache.discard(keys) if isinstance(cache, EmbeddingCache) else 0
+    directory = default_cache_dir() / "embeddings"
+    if directory.is_dir():
+        removed += sum(purge_cache_file(path, keys) for path in sorted(directory.glob("*.npz")))
+    return removed
 
 
 def featurize_population(

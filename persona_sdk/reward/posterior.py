@@ -119,3 +119,18 @@ def fit_posterior(
     hessian = (g.T * (p * (1.0 - p))) @ g + precision
     cov = np.linalg.inv(hessian)
     return Posterior(w, 0.5 * (cov + cov.T), len(g))
+
+
+def evidence_share(posterior: Posterior, prior_precision: np.ndarray) -> float:
+    """How much of what the posterior knows about ``w`` comes from the user's own pairs.
+
+    ``1 − tr(Σ_post P) / K``: MacKay's effective number of well-determined parameters
+    (each whitened axis counts ``λ / (λ + 1)``, its data precision over its total) divided
+    by K. 0 with no pairs, towards 1 as the pairs pin every axis down; invariant to any
+    rotation of the basis.
+    """
+    if posterior.n_pairs == 0:
+        return 0.0
+    k = len(posterior.mean)
+    share = 1.0 - float(np.trace(posterior.cov @ np.asarray(prior_precision))) / k
+    return min(1.0, max(0.0, share))

@@ -16,12 +16,21 @@ from pathlib import Path
 import numpy as np
 
 from persona_sdk.decoding.embedder import Embedder
-from persona_sdk.errors import InvalidInputError
+from persona_sdk.errors import BasisError, InvalidInputError
 from persona_sdk.memory.store import MemoryStore
 from persona_sdk.reward.basis import RewardBasis, default_basis_path
 from persona_sdk.reward.features import EmbeddingStyleFeaturizer, Featurizer, featurizer_hash
 from persona_sdk.reward.pool import load_pool, preload_shipped_embeddings
-from persona_sdk.reward.posterior import Posterior, fit_posterior
+from persona_sdk.reward.population import forget_texts
+from persona_sdk.reward.posterior import Posterior, evidence_share, fit_posterior
+from persona_sdk.reward.profile import (
+    Probe,
+    Profile,
+    build_profile,
+    load_probes,
+    probe_differences,
+    signals_of,
+)
 
 DATA_DIR_BASIS = "basis.npz"  # written by `persona basis fit`; used instead of the default
 QUESTION_PROMPTS = 40  # pool prompts whose replies are candidate onboarding questions
@@ -86,6 +95,8 @@ class Rewards:
         self._posteriors: dict[str, tuple[int, Posterior]] = {}
         self._questions: tuple[list[str], list[str], np.ndarray, np.ndarray] | None = None
         self._lock = threading.RLock()
+        self._profiles: dict[str, tuple[tuple[int, str], Profile]] = {}
+        self._probes: tuple[tuple[Probe, ...], np.ndarray] | None = None
 
     # -- shared parts --------------------------------------------------------------------
 
@@ -102,13 +113,25 @@ class Rewards:
         if self._basis is None:
             if self._basis_spec is not None:
                 path = Path(self._basis_spec)
-            elif (self._data_dir / DATA_DIR_BASIS).is_file():
+            elif (self._data_dir / DATA_DIR_BASIS).exists():  # a broken one raises
                 path = self._data_dir / DATA_DIR_BASIS
             else:
                 path = default_basis_path()
             self._basis = RewardBasis.load(path)
         self._basis.check(self.featurizer)
         return self._basis
+
+    def basis_check(self) -> tuple[str, str, str]:
+        """Doctor's check of the data dir's basis file, read afresh and verified against
+        its checksum: ``("basis", status, detail)``."""
+        path = self._data_dir / DATA_DIR_BASIS
+        if not path.exists():
+            return "basis", "ok", "no basis file in the data dir (the default is used)"
+        try:
+            RewardBasis.load(path)
+        except BasisError as exc:
+            return "basis", "corrupt", f"{exc}; refit it with `persona basis fit`"
+        return "basis", "ok", f"{path.name} passes its checksum"
 
     def check(self) -> None:
         """Raise now if the basis is missing, broken or fit for another featurizer."""
@@ -159,8 +182,19 @@ class Rewards:
         return self.posterior(user_id)
 
     def forget(self, user_id: str) -> None:
+        """Drop the user's posterior, and their texts from every embedding cache (this
+        process's and the saved ones), so no cache can tell whether a text was theirs.
+        Runs before the user's rows are deleted."""
         with self._lock:
             self._posteriors.pop(user_id, None)
+            self._profiles.pop(user_id, None)
+        texts = [
+            t
+            for m in self._store.memories(user_id)
+            for t in (m.text, m.prompt, m.chosen, m.rejected, m.context)
+            if t
+        ]
+        forget_texts(self._featurizer, texts)
 
     # -- what a user's reward says -------------------------------------------------------
 
@@ -174,6 +208,11 @@ class Rewards:
             posterior.n_pairs,
             basis.basis_id,
         )
+
+    def evidence(self, user_id: str) -> float:
+        """The share of the user's posterior that their own pairs determine, in [0, 1]
+        (:func:`~persona_sdk.reward.posterior.evidence_share`); 0 with no pairs."""
+        return evidence_share(self.posterior(user_id), self.basis.prior_precision)
 
     def scores(self, user_id: str, prompt: str, replies: list[str]) -> np.ndarray:
         """The user's reward ``φ(x, y)ᵀ D w`` (posterior mean) for each reply."""
@@ -242,3 +281,44 @@ class Rewards:
             self._questions = ([e.prompt for e in entries], [e.text for e in entries], phi,
                                (a[same], b[same]))  # fmt: skip
         return self._questions
+
+    # -- the checkable profile (issue 23) ------------------------------------------------
+
+    def preference_profile(self, user_id: str) -> Profile:
+        """What the user revealed, what their reward prefers on minimal pairs, and where the
+        two disagree; cached per (memory_version, basis)."""
+        basis = self.basis
+        key = (self._store.memory_version(user_id), basis.basis_id)
+        with self._lock:
+            cached = self._profiles.get(user_id)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+        memories = self._store.memories(user_id, include_superseded=False)
+        rules = [
+            {"id": m.id, "text": m.text, "context": m.context, "source": m.source,
+             "support": m.support}
+            for m in memories if m.kind == "rule"
+        ]  # fmt: skip
+        probes, differences = self._probe_set()
+        profile = build_profile(
+            user_id, signals_of(memories), self.posterior(user_id),
+            differences @ basis.directions, probes, rules,
+        )  # fmt: skip
+        with self._lock:
+            self._profiles[user_id] = (key, profile)
+        return profile
+
+    def contradiction_count(self, user_id: str) -> int:
+        """How many contrasts the user revealed unanimously (≥ 2 signals) that their reward
+        model's probed preference goes against: 0 means the model agrees with what they
+        showed; more means low confidence in the model for this user. On simulated users
+        most flags come from confounded counts rather than model errors (RESULTS.md,
+        profile_agreement), so it is mild evidence, not a veto."""
+        return len(self.preference_profile(user_id).contradictions)
+
+    def _probe_set(self) -> tuple[tuple[Probe, ...], np.ndarray]:
+        """The shipped minimal pairs and their feature differences, featurized once."""
+        if self._probes is None:
+            probes = load_probes()
+            self._probes = (probes, probe_differences(self.featurizer, probes))
+        return self._probes

@@ -110,6 +110,36 @@ def simulated_pairs(
     """Bradley–Terry pairs of simulated ``users`` over ``prompt_ids`` (default: all). Each
     user skips the ``indifference`` share of pairs they care least about; the label noise is
     set so an oracle is right ``oracle_target`` of the time. Returns raw pairs and that β."""
+    drawn = simulated_choices(
+        world, users, pairs_per_user, rng, prompt_ids, oracle_target, indifference
+    )
+    z = world.differences(drawn.a, drawn.b, drawn.a_wins)
+    return Pairs(z, drawn.owner, [u.user_id for u in users]), drawn.beta
+
+
+@dataclass
+class Choices:
+    """Simulated answers by pool index: reply ``a[i]`` vs ``b[i]``, answered by user
+    ``owner[i]`` (``a_wins[i]``: they chose ``a``), at Bradley–Terry inverse noise ``beta``."""
+
+    a: np.ndarray
+    b: np.ndarray
+    a_wins: np.ndarray
+    owner: np.ndarray
+    beta: float
+
+
+def simulated_choices(
+    world: RewardWorld,
+    users: Population,
+    pairs_per_user: int,
+    rng: np.random.Generator,
+    prompt_ids: np.ndarray | None = None,
+    oracle_target: float = ORACLE_TARGET,
+    indifference: float = INDIFFERENCE,
+) -> Choices:
+    """The answers behind :func:`simulated_pairs`, as pool indices (so the texts are at
+    hand): ``pairs_per_user`` answerable pairs per user, labelled by Bradley–Terry."""
     prompt_ids = np.arange(len(world.prompts)) if prompt_ids is None else prompt_ids
     utility = world.utilities(users)
     thresholds = world.indifference(utility, indifference, rng)
@@ -122,8 +152,7 @@ def simulated_pairs(
     owner = np.repeat(np.arange(len(users)), pairs_per_user)
     gaps = utility[a, owner] - utility[b, owner]
     beta = calibrate_beta(gaps, oracle_target)
-    z = world.differences(a, b, bt_labels(gaps, beta, rng))
-    return Pairs(z, owner, [u.user_id for u in users]), beta
+    return Choices(a, b, bt_labels(gaps, beta, rng), owner, beta)
 
 
 def fit_default_basis(

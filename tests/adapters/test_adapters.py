@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import PAIRS, add_pairs, assert_error
 
 from persona_sdk import AdapterError, InvalidInputError, NotEnoughDataError, Persona
 from persona_sdk.adapters.build import build_basis_adapters, direction_pairs, is_held_out
@@ -17,39 +16,35 @@ from persona_sdk.adapters.config import BuildConfig, DPOConfig, LoraSpec
 from persona_sdk.adapters.manifest import MANIFEST, model_fingerprint
 from persona_sdk.adapters.serving import AdapterServer, module_name
 from persona_sdk.decoding.models import load_model
+from tests.helpers import PAIRS, add_pairs, assert_error
 
 
-def test_build_writes_manifest_and_resumes(built, tiny_host, world, tiny_model_dir):
+def test_build_writes_manifest_and_resumes(built, tiny_host, world, basis, tiny_model_dir):
     out, manifest = built
     data = json.loads((out / MANIFEST).read_text())
     assert sorted(data["directions"], key=int) == [str(k) for k in range(8)]
     assert data["base_fingerprint"] == model_fingerprint(tiny_host.model)
     assert data["lora"]["rank"] == 2 and data["loss"] == "dpo"
+    assert data["basis_id"] == basis.basis_id
     for entry in data["directions"].values():
         assert (out / entry["folder"] / "adapter_config.json").is_file()
-        assert entry["stats"]["steps"] == 2 and entry["stats"]["pairs"] > 0
+        assert entry["stats"]["dpo"]["steps"] == 2 and entry["stats"]["pairs"] > 0
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")}
-    from persona_sdk.reward.basis import RewardBasis, default_basis_path
-
     host = load_model(str(tiny_model_dir), device="cpu", shared=False)
-    again = build_basis_adapters(
-        host, RewardBasis.load(default_basis_path()), world, out, progress=False
-    )
+    again = build_basis_adapters(host, basis, world, out, progress=False)
     assert again.directions == manifest.directions  # finished directions are not retrained
     assert before == {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")}
 
 
-def test_retrain_replaces_only_the_named_directions(built, tiny_model_dir, world, tmp_path):
+@pytest.mark.slow
+def test_retrain_replaces_only_the_named_directions(built, tiny_model_dir, world, basis, tmp_path):
     import shutil
-
-    from persona_sdk.reward.basis import RewardBasis, default_basis_path
 
     out = tmp_path / "adapters"
     shutil.copytree(built[0], out)
     weights = lambda: {p.parent.name: p.read_bytes() for p in out.rglob("*.safetensors")}  # noqa: E731
     before = weights()
     host = load_model(str(tiny_model_dir), device="cpu", shared=False)
-    basis = RewardBasis.load(default_basis_path())
     dpo = DPOConfig(steps=3, batch_pairs=2, learning_rate=0.05)
     config = BuildConfig(lora=LoraSpec(rank=2, alpha=4.0), dpo=dpo, directions=(1,))
     manifest = build_basis_adapters(host, basis, world, out, config, progress=False, retrain=True)
@@ -66,6 +61,7 @@ def test_retrain_replaces_only_the_named_directions(built, tiny_model_dir, world
     assert weights() == after
 
 
+@pytest.mark.slow
 def test_cli_retrain_checks_and_eval_adapters(adapter_cli, tmp_path):
     assert_error(adapter_cli("adapters", "build-basis", "--retrain"), "--direction")
     assert_error(adapter_cli("adapters", "build-basis", "--direction", "8"), "outside 0..7")
@@ -254,7 +250,7 @@ def test_export_bad_input(tp, tmp_path):
 
 
 def test_adapters_for_another_model_or_basis_are_refused(tmp_path, embedder, built, tiny_model_dir):
-    from conftest import build_tiny_model
+    from tests.helpers import build_tiny_model
 
     other_dir = tmp_path / "other-model"
     host = load_model(str(tiny_model_dir), device="cpu", shared=False)
@@ -301,6 +297,7 @@ def test_damaged_adapter_files_are_refused(tmp_path, tiny_host, embedder, built,
     p.close()
 
 
+@pytest.mark.slow
 def test_finetune_needs_pairs_then_is_served_and_forgotten(tp):
     user = tp.user("gus")
     add_pairs(user)
@@ -334,10 +331,8 @@ def test_finetune_needs_pairs_then_is_served_and_forgotten(tp):
 # -- CLI -------------------------------------------------------------------------------------
 
 
-def test_cli_show_export_and_finetune(adapter_cli, tmp_path):
+def test_cli_show_and_export(adapter_cli, tmp_path):
     cli = adapter_cli
-    from conftest import assert_error
-
     for prompt, chosen, rejected in PAIRS:
         cli.ok("add-pair", "hana", prompt, "--chosen", chosen, "--rejected", rejected)
     shown = cli.json("adapters", "show", "hana")
@@ -356,6 +351,13 @@ def test_cli_show_export_and_finetune(adapter_cli, tmp_path):
     )
     assert_error(cli("adapters", "finetune", "hana"), "at least 50")
     assert_error(cli("adapters", "show", "nobody"), "nobody")
+
+
+@pytest.mark.slow
+def test_cli_finetune(adapter_cli):
+    cli = adapter_cli
+    for prompt, chosen, rejected in PAIRS:
+        cli.ok("add-pair", "hana", prompt, "--chosen", chosen, "--rejected", rejected)
     tuned = cli.json("adapters", "finetune", "hana", "--min-pairs", "3", "--steps", "1")
     assert tuned["pairs"] == 3
     assert cli.json("adapters", "show", "hana")["source"] == "finetuned"

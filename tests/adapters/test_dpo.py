@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
-from conftest import PAIRS
 
 from persona_sdk.adapters.config import DPOConfig, LoraSpec
 from persona_sdk.adapters.dpo import PreferencePair, encode_pairs, train_dpo
 from persona_sdk.adapters.manifest import lora_config
 from persona_sdk.decoding.models import load_model
+from tests.helpers import PAIRS
+
+pytestmark = pytest.mark.slow  # it trains
 
 MARK = 123.0  # written into a checkpoint's first loss: only a resumed run carries it on
 

@@ -7,11 +7,11 @@ import json
 
 import numpy as np
 import pytest
-from conftest import add_pairs, assert_error
 
 from persona_sdk import InvalidInputError
 from persona_sdk.adapters.guidance import RowPlan, guided_forward
 from persona_sdk.decoding.loop import BatchGeneration, SamplingParams
+from tests.helpers import add_pairs, assert_error
 
 
 @pytest.fixture
@@ -108,6 +108,7 @@ def test_cli_generate_best_of(adapter_cli):
     json.dumps(out)  # JSON-ready
 
 
+@pytest.mark.slow
 def test_eval_generation_compares_every_method(adapter_cli, tmp_path):
     from persona_sdk.evals.generation import FULL_PIPELINE, METHODS
 

@@ -14,17 +14,16 @@ from persona_sdk.adapters.build import build_basis_adapters, is_held_out
 from persona_sdk.adapters.config import BuildConfig, DPOConfig, LoraSpec
 from persona_sdk.adapters.samples import SAMPLES_FILE
 from persona_sdk.decoding.models import load_model
-from persona_sdk.reward.basis import RewardBasis, default_basis_path
 from persona_sdk.reward.features import EmbeddingStyleFeaturizer
 
 
+@pytest.mark.slow
 def test_on_policy_build_samples_once_and_records_it(
-    built, tiny_model_dir, world, embedder, tmp_path
+    built, tiny_model_dir, world, basis, embedder, tmp_path
 ):
     out = tmp_path / "adapters"
     shutil.copytree(built[0], out)
     host = load_model(str(tiny_model_dir), device="cpu", shared=False)
-    basis = RewardBasis.load(default_basis_path())
     dpo = DPOConfig(steps=2, batch_pairs=2, learning_rate=0.05)
     config = BuildConfig(
         lora=LoraSpec(rank=2, alpha=4.0),

@@ -1,11 +1,10 @@
-"""The public Persona / User API, on the tiny model and the real embedder."""
+"""The public Persona / User API, on the tiny model and the fake embedder."""
 
 from __future__ import annotations
 
 import math
 
 import pytest
-from conftest import snapshot
 
 from persona_sdk import (
     InvalidInputError,
@@ -17,6 +16,7 @@ from persona_sdk import (
     UnknownUserError,
 )
 from persona_sdk.decoding.prompting import build_messages, preference_block
+from tests.helpers import snapshot
 
 BAD_USER_IDS = ["../x", "..", ".", "a/b", "", "x" * 129, "bob smith", "ünï", "a\x00b", None, 7]
 

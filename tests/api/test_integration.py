@@ -30,8 +30,8 @@ def test_conversion_is_cached_and_reloads_fast(real_host):
     assert second.name == EMBEDDED_MODEL and second.max_context >= 2048
 
 
-def test_a_stated_rule_changes_the_real_reply(real_host, tmp_path, embedder):
-    persona = Persona.open(tmp_path, model=real_host, embedder=embedder)
+def test_a_stated_rule_changes_the_real_reply(real_host, tmp_path, real_embedder):
+    persona = Persona.open(tmp_path, model=real_host, embedder=real_embedder)
     persona.user("ana").add_rule("Answer in one sentence.")
     prompt = "Explain what a black hole is."
     with_rule, plain = persona.generate_batch(
@@ -45,8 +45,8 @@ def test_a_stated_rule_changes_the_real_reply(real_host, tmp_path, embedder):
     persona.close()
 
 
-def test_shipped_basis_adapters_guide_the_real_model(real_host, tmp_path, embedder):
-    persona = Persona.open(tmp_path, model=real_host, embedder=embedder)
+def test_shipped_basis_adapters_guide_the_real_model(real_host, tmp_path, real_embedder):
+    persona = Persona.open(tmp_path, model=real_host, embedder=real_embedder)
     user = persona.user("cy")
     user.add_pair("Say hi to the team", chosen="Hi all!", rejected="Dear colleagues, greetings.")
     prompt = "Write a two-line note telling my team the office is closed on Friday."

@@ -1,4 +1,4 @@
-"""The ``persona`` CLI end to end (real data dir, MiniLM and the tiny Llama; no mocks).
+"""The ``persona`` CLI end to end (real data dir, the tiny Llama and the fake embedder).
 Expected errors: exit 2, one ``error:`` line, no traceback, the data dir left unchanged."""
 
 from __future__ import annotations
@@ -10,40 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import assert_error, snapshot
-from typer.testing import CliRunner
 
 from persona_sdk.cli.main import app
+from tests.helpers import RUNNER, Cli, assert_error, snapshot
 
-RUNNER = CliRunner(env={"COLUMNS": "250"})  # wide: rich tables do not fold
 GLOBAL_RULE = "Answer in one sentence."
 CONTEXT_RULE, CONTEXT = "Use a bulleted list.", "tips and advice"
 COMMANDS = ["users", "show", "rules", "add-rule", "forget", "generate", "chat", "demo", "explain"]
-
-
-class Cli:
-    """Runs ``persona --data DIR --model TINY ...`` and keeps the data dir at hand."""
-
-    def __init__(self, data: Path, model: Path):
-        self.data, self.model = data, model
-
-    def __call__(self, *args: str, input: str | None = None, data: Path | None = None):
-        argv = ["--data", str(data or self.data), "--model", str(self.model), *args]
-        return RUNNER.invoke(app, argv, input=input)
-
-    def ok(self, *args: str, input: str | None = None):
-        result = self(*args, input=input)
-        assert result.exit_code == 0, (result.output, result.exception)
-        assert "Traceback" not in result.output
-        return result
-
-    def json(self, *args: str):
-        return json.loads(self.ok(*args, "--json").stdout)
-
-
-@pytest.fixture
-def cli(tmp_path, tiny_model_dir) -> Cli:
-    return Cli(tmp_path / "data", tiny_model_dir)
 
 
 @pytest.fixture(scope="session")
@@ -114,8 +87,8 @@ def test_show_table_and_json(seeded):
     assert "alice: 2 rules, 0 pairs, 0 edits" in text
     assert GLOBAL_RULE in text and CONTEXT_RULE in text
     shown = seeded.json("show", "alice")
-    assert set(shown) == {"user_id", "counts", "rules", "memories", "reward"}
-    assert shown["user_id"] == "alice" and shown["reward"]["personalized"] is False
+    assert set(shown) == {"user_id", "counts", "profile", "rules", "memories"}  # no weights
+    assert shown["user_id"] == "alice" and shown["profile"]["personalized"] is False
     assert shown["counts"] == {"rule": 2, "pair": 0, "edit": 0}
     assert [r["id"] for r in shown["rules"]] == list(seeded.ids)
     assert [r["text"] for r in shown["rules"]] == [GLOBAL_RULE, CONTEXT_RULE]
@@ -337,6 +310,7 @@ def test_generate_prompt_over_context(seeded):
     assert snapshot(seeded.data) == before
 
 
+@pytest.mark.slow
 def test_real_console_script_error_has_no_traceback(tmp_path):
     script = Path(sys.executable).parent / "persona"
     argv = [str(script), "--data", str(tmp_path / "d"), "show", "nobody"]

@@ -1,19 +1,15 @@
 """The ``persona`` memory commands end to end: add-pair, add-edit, export, import, doctor
-and show's history (real data dir, MiniLM and the tiny Llama; no mocks)."""
+and show's history (real data dir, the tiny Llama and the fake embedder)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from conftest import assert_error, snapshot
-from typer.testing import CliRunner
 
-from persona_sdk.cli.main import app
 from persona_sdk.memory.index import INDEX_DIRNAME, user_file_stem
+from tests.helpers import Cli, assert_error, snapshot
 
-RUNNER = CliRunner(env={"COLUMNS": "250"})  # wide: rich tables do not fold
 EMOJI_RESPONSE = (
     "Congratulations on the new job 🎉 so happy for you and the team 😊 see you Friday 🍕"
 )
@@ -21,31 +17,6 @@ EMOJI_EDITED = "Congratulations on the new job, so happy for you and the team, s
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-class Cli:
-    """Runs ``persona --data DIR --model TINY ...``."""
-
-    def __init__(self, data: Path, model: Path):
-        self.data, self.model = data, model
-
-    def __call__(self, *args: str, input: str | bytes | None = None, data: Path | None = None):
-        argv = ["--data", str(data or self.data), "--model", str(self.model), *args]
-        return RUNNER.invoke(app, argv, input=input)
-
-    def ok(self, *args: str, input: str | bytes | None = None, data: Path | None = None):
-        result = self(*args, input=input, data=data)
-        assert result.exit_code == 0, (result.output, result.exception)
-        assert "Traceback" not in result.output
-        return result
-
-    def json(self, *args: str, data: Path | None = None):
-        return json.loads(self.ok(*args, "--json", data=data).stdout)
-
-
-@pytest.fixture
-def cli(tmp_path, tiny_model_dir) -> Cli:
-    return Cli(tmp_path / "data", tiny_model_dir)
 
 
 PLAN_PROMPT = "Write a note about the plan"

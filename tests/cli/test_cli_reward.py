@@ -5,15 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import assert_error, snapshot
-from test_cli import Cli
 
 from persona_sdk.reward.basis import RewardBasis
-
-
-@pytest.fixture
-def cli(tmp_path, tiny_model_dir) -> Cli:
-    return Cli(tmp_path / "data", tiny_model_dir)
+from tests.helpers import assert_error, snapshot
 
 
 def test_onboard_from_an_answers_file_learns_and_shows_bars(cli, tmp_path):
@@ -22,11 +16,11 @@ def test_onboard_from_an_answers_file_learns_and_shows_bars(cli, tmp_path):
     result = cli.ok("onboard", "olga", "--questions", "4", "--answers", str(answers))
     assert "question 1" in result.stdout and "reward weights of olga" in result.stdout
     assert "│" in result.stdout  # the bars
-    shown = cli.json("show", "olga")
+    shown = cli.json("show", "olga", "--axes")
     assert shown["counts"]["pair"] == 3  # the skip stored nothing
     assert shown["reward"]["personalized"] and shown["reward"]["n_pairs"] == 3
     assert all(m["source"] == "onboarding" for m in shown["memories"])
-    text = cli.ok("show", "olga").stdout
+    text = cli.ok("show", "olga", "--axes").stdout
     assert "reward weights of olga (3 pairs)" in text
 
 
@@ -97,6 +91,7 @@ def test_a_corrupt_data_dir_basis_is_exit_2_and_keeps_the_pairs(cli, tmp_path):
     assert cli.json("show", "rita")["counts"]["pair"] == 1  # nothing was lost or added
 
 
+@pytest.mark.slow
 def test_eval_reward_small_run_with_plot(cli, tmp_path):
     plot = tmp_path / "reward.png"
     out = cli.json("eval", "reward", "--users", "3", "--seeds", "1", "--seen-users", "12",

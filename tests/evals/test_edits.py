@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from persona_sdk.cli.main import app
@@ -11,6 +12,7 @@ from persona_sdk.evals.edits import CONDITIONS, EditEvalResult, run_edit_eval
 from persona_sdk.evals.plots import plot_edit_costs
 
 
+@pytest.mark.slow
 def test_edit_loop_runs_and_learns(tiny_model_dir, tmp_path):
     result = run_edit_eval(2, 3, seed=1, max_new_tokens=12, model=str(tiny_model_dir))
     assert set(result.cost) == set(CONDITIONS)
@@ -33,6 +35,7 @@ def test_gap_closed_arithmetic():
     assert flat.gap_closed is None
 
 
+@pytest.mark.slow
 def test_cli_eval_edits(tiny_model_dir, tmp_path):
     plot = tmp_path / "edits.png"
     args = [

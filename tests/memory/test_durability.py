@@ -1,6 +1,7 @@
 """Durability of preference memory: concurrent writers in separate processes, a writer
 killed mid-run, forget leaving no trace, per-user isolation, hostile input, all-or-nothing
-import and doctor's repairs. Real SQLite, real FAISS, the real MiniLM embedder; no mocks."""
+import and doctor's repairs. Real SQLite, real FAISS; the fake embedder (in the writer
+processes too)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import snapshot
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -33,6 +33,7 @@ from persona_sdk import (
 from persona_sdk.memory.edits import analyse_edit
 from persona_sdk.memory.index import INDEX_DIRNAME, user_file_stem
 from persona_sdk.memory.retrieval import Retriever
+from tests.helpers import snapshot
 
 SQL = "'); DROP TABLE memories;--"
 SQL_METAS = [SQL, "%", "_", '"', '50% off_the "best" \'; --']
@@ -44,10 +45,15 @@ SQL_METAS = [SQL, "%", "_", '"', '50% off_the "best" \'; --']
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
 def child_env() -> dict[str, str]:
-    """Environment for writer processes: offline, one thread each (the box may be small)."""
+    """Environment for writer processes: offline, one thread each (the box may be small),
+    the repository importable (for the fake embedder)."""
     return dict(
         os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         HF_HUB_OFFLINE="1",
         TOKENIZERS_PARALLELISM="false",
         OMP_NUM_THREADS="1",
@@ -129,9 +135,11 @@ WRITER = (
 import os, sys
 from persona_sdk import Persona
 
-data, name, batches = sys.argv[1], sys.argv[2], int(sys.argv[3])
-persona = Persona.open(data, device="cpu")
-persona.embedder  # load the model before the start signal, so the writes overlap
+from tests.helpers import FakeEmbedder
+
+data, name, batches, basis = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+persona = Persona.open(data, device="cpu", embedder=FakeEmbedder(), basis=basis)
+persona.rewards.check()  # load the basis before the start signal, so the writes overlap
 print(json.dumps({"ready": name}), flush=True)
 sys.stdin.readline()
 write_batches(persona, name, batches, lambda ack: print(json.dumps(ack), flush=True))
@@ -142,14 +150,16 @@ os._exit(0)  # skip the interpreter's slow teardown
 )
 
 
-def test_two_processes_write_concurrently(tmp_path, embedder):
+@pytest.mark.slow
+def test_two_processes_write_concurrently(tmp_path, embedder, basis):
     """This process and a child write at once, to a shared user and to their own."""
     data = tmp_path / "data"
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
     batches = 100
+    basis_file = basis.save(tmp_path / "basis.npz")
     child = subprocess.Popen(
-        [sys.executable, str(script), str(data), "b", str(batches)],
+        [sys.executable, str(script), str(data), "b", str(batches), str(basis_file)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -161,7 +171,7 @@ def test_two_processes_write_concurrently(tmp_path, embedder):
     acks: list[dict] = []
     try:
         assert json.loads(child.stdout.readline()) == {"ready": "b"}, child.stderr.read()
-        with Persona.open(data, embedder=embedder) as mine:
+        with Persona.open(data, embedder=embedder, basis=basis) as mine:
             child.stdin.write("go\n")
             child.stdin.flush()
             namespace["write_batches"](mine, "a", batches, acks.append)
@@ -178,7 +188,7 @@ def test_two_processes_write_concurrently(tmp_path, embedder):
     times = {w: [a["at"] for a in acks if a["writer"] == w] for w in "ab"}
     assert min(times["a"]) < max(times["b"]) and min(times["b"]) < max(times["a"])  # overlap
 
-    with Persona.open(data, embedder=embedder) as persona:
+    with Persona.open(data, embedder=embedder, basis=basis) as persona:
         store = persona.store
         assert persona.users() == ["shared", "solo-a", "solo-b"]
         for user_id in persona.users():
@@ -212,10 +222,11 @@ def test_two_processes_write_concurrently(tmp_path, embedder):
 CRASHER = r"""
 import json, sys
 from persona_sdk import Persona
+from tests.helpers import FakeEmbedder
 
-persona = Persona.open(sys.argv[1], device="cpu")
+persona = Persona.open(sys.argv[1], device="cpu", embedder=FakeEmbedder(), basis=sys.argv[2])
 user = persona.user("crash")
-persona.embedder
+persona.rewards.check()
 print(json.dumps({"ready": True}), flush=True)
 for i in range(100000):
     if i % 3 == 2:
@@ -241,12 +252,14 @@ CRASH_RESPONSE = "Hey team!!! batch {i} is done 🎉 great work everyone 😊"
 CRASH_EDITED = "Team, batch {i} is done. Great work everyone."
 
 
-def test_killed_writer_loses_no_acknowledged_batch(tmp_path, embedder):
+@pytest.mark.slow
+def test_killed_writer_loses_no_acknowledged_batch(tmp_path, embedder, basis):
     data = tmp_path / "data"
     script = tmp_path / "crasher.py"
     script.write_text(CRASHER)
+    basis_file = basis.save(tmp_path / "basis.npz")
     proc = subprocess.Popen(
-        [sys.executable, str(script), str(data)],
+        [sys.executable, str(script), str(data), str(basis_file)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         env=child_env(),
@@ -271,7 +284,7 @@ def test_killed_writer_loses_no_acknowledged_batch(tmp_path, embedder):
     acked = {a["batch"] for a in acks}
     assert acked == set(range(len(acks)))
 
-    with Persona.open(data, embedder=embedder) as persona:
+    with Persona.open(data, embedder=embedder, basis=basis) as persona:
         store = persona.store
         memories = store.memories("crash")
         by_id = {m.id: m for m in memories}

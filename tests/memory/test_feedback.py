@@ -1,6 +1,6 @@
 """Feedback on the public API: pairs, edits, the deterministic edit analyser, rule
 consolidation (duplicates, contradictions, exceptions, generalisation) and CIPHER-style
-retrieval of what edits taught. Real store, real MiniLM; no mocks."""
+retrieval of what edits taught. Real store, the fake embedder."""
 
 from __future__ import annotations
 

@@ -171,7 +171,7 @@ def test_a_version_1_store_is_migrated_and_backfilled(tmp_path, tiny_host, embed
         )
     with Persona.open(tmp_path, model=tiny_host, embedder=embedder) as persona:
         versions = persona.store.db.execute("SELECT version FROM schema_version").fetchall()
-        assert [v[0] for v in versions] == [1, 2, 3, 4]
+        assert [v[0] for v in versions] == list(range(1, SCHEMA_VERSION + 1))
         assert persona.user("old").rules()[0].template is None  # new column, old row intact
         report = persona.doctor()
         assert report.ok and any(

@@ -1,4 +1,5 @@
-"""The reward model through the public API: the shipped basis, per-user fits, bad input."""
+"""The reward model through the public API: basis files, per-user fits on the fake
+embedder's basis, bad input; the shipped basis against the real MiniLM (integration)."""
 
 from __future__ import annotations
 
@@ -43,8 +44,9 @@ def _short_and_long(prompt: str) -> tuple[str, str]:
 # -- the shipped basis and its file format ---------------------------------------------------
 
 
-def test_shipped_basis_matches_the_default_featurizer_and_names_its_axes(embedder):
-    featurizer = EmbeddingStyleFeaturizer(embedder)
+@pytest.mark.integration
+def test_shipped_basis_matches_the_default_featurizer_and_names_its_axes(real_embedder):
+    featurizer = EmbeddingStyleFeaturizer(real_embedder)
     basis = RewardBasis.load(default_basis_path(), featurizer)
     assert basis.rank == 8 and basis.dim == featurizer.dim
     assert basis.featurizer_hash == featurizer_hash(featurizer)
@@ -62,9 +64,8 @@ def test_at_least_a_third_of_attributes_are_invisible_to_interpretable_features(
     assert {"analogies", "second_person", "caveats", "examples"} <= set(hidden)
 
 
-def test_basis_roundtrip_and_every_broken_file_is_a_clear_error(tmp_path, embedder):
+def test_basis_roundtrip_and_every_broken_file_is_a_clear_error(tmp_path, embedder, basis):
     featurizer = EmbeddingStyleFeaturizer(embedder)
-    basis = RewardBasis.load(default_basis_path())
     saved = basis.save(tmp_path / "copy.npz")
     again = RewardBasis.load(saved, featurizer)
     assert again.basis_id == basis.basis_id and again.axis_names == basis.axis_names
