@@ -65,7 +65,15 @@ def decide(
         refines = relation.relation == "restatement" and _same_rule_scope(old, relation)
         if relation.relation in SUPERSEDING or refines:
             decision.supersede.append((old, relation))
-        elif relation.relation == "exception" and decision.exception_of is None:
+        elif (
+            relation.relation == "exception"
+            and decision.exception_of is None
+            and (
+                # the opposite wish, or another value of the same measure, overrides the global
+                # rule there; "under 100 words" for emails can hold beside "one sentence"
+                relation.content == "opposite" or _values_conflict(relation)
+            )
+        ):
             decision.exception_of = old
     parts = [f"{_REASONS.get(rel.relation, rel.relation)} rule {old.memory.id}"
              for old, rel in decision.supersede]  # fmt: skip
@@ -73,6 +81,23 @@ def decide(
         parts.append(f"exception to rule {decision.exception_of.memory.id} in its context")
     decision.reason = "; ".join(parts)
     return decision
+
+
+def _measure(value: str) -> str:
+    """What a value measures: the unit of a count ("100 word" -> "word"), else the value's
+    kind alone (languages, unit systems)."""
+    head, _, unit = value.partition(" ")
+    return unit if head.replace(".", "").isdigit() else ""
+
+
+def _values_conflict(relation: Relation) -> bool:
+    """Both rules give a value of the same kind and measure, and they differ."""
+    older, newer = relation.older.values, relation.newer.values
+    return any(
+        a.kind == b.kind and _measure(a.value) == _measure(b.value) and a.value != b.value
+        for a in older
+        for b in newer
+    )
 
 
 def _same_values(relation: Relation) -> bool:

@@ -219,7 +219,8 @@ class MemoryService:
             return RetrievedRules()
         if self._retriever is None:
             self._retriever = Retriever(self.store, self.indexes, self.retrieval_config)
-        return self._retriever.retrieve(user_id, self.embedder.encode_one(query), text=query)
+        text = query if self.retrieval_config.lexical else None  # None: dense only
+        return self._retriever.retrieve(user_id, self.embedder.encode_one(query), text=text)
 
     # -- forgetting ----------------------------------------------------------------------
 

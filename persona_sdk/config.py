@@ -43,12 +43,15 @@ class RetrievalConfig:
 
     A rule stated without a context applies everywhere, so it skips the similarity floor;
     a rule with a context (or inferred from an edit) must be at least ``min_similarity``
-    close to the request.
+    close to the request. ``lexical`` fuses FTS5 word and concept matches with the dense
+    ranking (reciprocal-rank fusion); it is off because on the same-topic benchmark it
+    lowers recall (benchmarks/RESULTS.md, bench_retrieval).
     """
 
     top_k: int = 5
     min_similarity: float = 0.25
     stated_bonus: float = 0.1
+    lexical: bool = False
 
 
 @dataclass

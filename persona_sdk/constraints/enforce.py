@@ -331,11 +331,9 @@ class ConstraintProcessor(LogitsProcessor):
                  max_new_tokens: int):  # fmt: skip
         vocab = int(host.model.get_output_embeddings().weight.shape[0])
         self.table = token_table(host.tokenizer, vocab, host.stop_token_ids)
-        self.rows: list[RowEnforcer | None] = [
-            RowEnforcer(build_plan(list(c), self.table), self.table, host.tokenizer,
-                        max_new_tokens) if c else None
-            for c in constraints
-        ]  # fmt: skip
+        self._tokenizer, self._max_new_tokens = host.tokenizer, max_new_tokens
+        self.rows: list[RowEnforcer | None] = [self._enforcer(c) for c in constraints]
+        self._restarts = [0] * len(self.rows)  # a restarted row starts its plan again
         self.static = torch.ones((len(self.rows), self.table.size), dtype=torch.bool)
         # Special tokens other than end of turn decode to nothing: a constrained row skips them.
         silent = torch.tensor([not raw for raw in self.table.raw])
@@ -350,6 +348,12 @@ class ConstraintProcessor(LogitsProcessor):
             if enforcer.plan.banned is not None:
                 self.static[i] &= torch.from_numpy(~enforcer.plan.banned)
 
+    def _enforcer(self, constraints: Sequence[Constraint] | None) -> RowEnforcer | None:
+        if not constraints:
+            return None
+        plan = build_plan(list(constraints), self.table)
+        return RowEnforcer(plan, self.table, self._tokenizer, self._max_new_tokens)
+
     @property
     def active(self) -> bool:
         return any(r is not None for r in self.rows)
@@ -361,6 +365,9 @@ class ConstraintProcessor(LogitsProcessor):
         allowed = self.static.clone()
         width = min(logits.shape[-1], self.table.size)
         for i, (enforcer, row) in enumerate(zip(self.rows, rows)):
+            if enforcer is not None and row.restarts != self._restarts[i]:
+                self._restarts[i] = row.restarts  # the guard dropped its reply
+                enforcer = self.rows[i] = self._enforcer(enforcer.plan.constraints)
             if enforcer is None or row.finished:
                 continue
             row_logits = logits[i, :width].cpu()

@@ -111,7 +111,14 @@ class DecodeGuard(LogitsProcessor):
             self.capped += capped.float() * took
             self.count += took
         for i, monitor in self.monitors.items():
-            if active[i] and i not in self.trips and monitor.update(rows[i].text):
+            if i in self.trips:
+                continue
+            tripped = active[i] and monitor.update(rows[i].text)
+            if not tripped and rows[i].finished:
+                # a reply cut short (a budget, a stop) can end broken before the trip-wire
+                # sees a repeat: the whole-reply check decides
+                tripped = monitor.finish(rows[i].text)
+            if tripped:
                 self.trips[i] = (len(rows[i].tokens), list(monitor.reasons))
                 self.live[i] = 0.0
                 rows[i].restart_requested = self.config.restart

@@ -254,6 +254,6 @@ def plot_rules_eval(result: RulesEvalResult, path: str | Path) -> Path:
         right.barh(y + (k - 1) * 0.27, values, 0.27, label=condition)
     speed = result.targets["speed_ratio"]["value"]
     right.set_yticks(y, labels)
-    right.set(title=f"Quality (enforced speed ×{speed:.2f} of prompt-only)")
+    right.set(title=f"Quality; enforced speed ×{speed:.2f}")
     right.legend(fontsize=8)
     return _save(figure, path)

@@ -248,8 +248,7 @@ class Rewards:
         else:
             prompts, texts, phi, (a, b) = self._question_pool()
         answered = {
-            frozenset((m.chosen, m.rejected))
-            for m in self._store.memories(user_id, kind="pair")
+            frozenset((m.chosen, m.rejected)) for m in self._store.memories(user_id, kind="pair")
         }
         keep = np.array(
             [frozenset((texts[i], texts[j])) not in answered and texts[i] != texts[j]

@@ -3,7 +3,8 @@ reward-basis evaluation.
 
 * :data:`ATTRIBUTES`: cheap, deterministic measures of a reply in [0, 1]. Some are the
   interpretable style features of :mod:`persona_sdk.text.style`; the rest are visible only
-  through an embedding (analogies, caveats, warmth, ...), so a reward model cannot win on style alone.
+  through an embedding (analogies, caveats, warmth, ...), so a reward model cannot win on
+  style alone.
 * :class:`SimulatedUser`: sparse signed weights over the attributes (Dirichlet magnitudes, as in
   PersonalLLM), utility = weights · attributes, Bradley–Terry labels, the oracle's rule texts and a
   deterministic editor that rewrites a reply toward the user's taste.

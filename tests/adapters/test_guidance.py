@@ -43,9 +43,11 @@ def test_best_of_reranks_by_the_users_reward_in_one_batch(tp, fed_tokens):
     user = tp.user("bo")
     add_pairs(user)
     reply = tp.generate("bo", "Write a note to my team", best_of=4, max_new_tokens=8, seed=3)
-    assert fed_tokens[0][0] == 4  # four candidates, one batch (strength 1: adapter copies)
+    # four candidates in one batch, each an adapter and a base copy (the guard needs both)
+    assert fed_tokens[0][0] == 8
     rewards = [c["reward"] for c in reply.candidates]
-    assert len(rewards) == 4 and rewards == sorted(rewards, reverse=True)
+    keys = [(c["degenerate"], -c.get("constraints_met", 0), -c["score"]) for c in reply.candidates]
+    assert len(rewards) == 4 and keys == sorted(keys)  # sound first, then the user's score
     assert reply.text == reply.candidates[0]["text"] and reply.reward == rewards[0]
     texts = [c["text"] for c in reply.candidates]
     expected = tp.rewards.scores("bo", "Write a note to my team", texts)

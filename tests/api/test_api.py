@@ -55,7 +55,7 @@ def test_global_rules_always_apply_contextual_ones_by_similarity(persona):
     assert sims == sorted(sims, reverse=True) and all(-1 <= s <= 1 for s in sims)
 
 
-def test_retrieval_dedupes_and_caps_at_top_k(persona):
+def test_retrieval_dedupes_and_applies_every_stated_global_rule(persona):
     user = persona.user("alice")
     for text in [
         "Be brief.",
@@ -68,7 +68,8 @@ def test_retrieval_dedupes_and_caps_at_top_k(persona):
     ]:
         user.add_rule(text)
     rules = user.explain("Tell me about volcanoes").rules
-    assert len(rules) == persona.retrieval_config.top_k
+    # "be brief" restates "Be brief."; the other six are global: all apply, past top_k
+    assert len(rules) == 6 > persona.retrieval_config.top_k
     assert len({r.text.lower().rstrip(".") for r in rules}) == len(rules)
 
 

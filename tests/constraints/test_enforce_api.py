@@ -54,13 +54,16 @@ def test_streaming_is_enforced_and_the_final_reply_verified(persona):
     assert kinds(stream.reply) == ["end_phrase"] and all_passed(stream.reply)
 
 
-def test_best_of_ranks_satisfied_constraints_first(persona):
+def test_best_of_ranks_satisfied_constraints_first_among_sound_replies(persona):
     persona.user("carol").add_rule("Use exactly 3 bullet points.")
     persona.user("carol").add_rule("Never more than 25 words.")
     reply = persona.generate("carol", "Sleep tips?", best_of=3, max_new_tokens=48, seed=1)
-    met = [c["constraints_met"] for c in reply.candidates]
-    assert met == sorted(met, reverse=True)
-    assert sum(c.passed for c in reply.constraints) == met[0]
+    sound = [c["degenerate"] for c in reply.candidates]
+    assert sound == sorted(sound)  # sound replies first, whatever else
+    for flag in (False, True):
+        met = [c["constraints_met"] for c in reply.candidates if c["degenerate"] is flag]
+        assert met == sorted(met, reverse=True)
+    assert sum(c.passed for c in reply.constraints) == reply.candidates[0]["constraints_met"]
 
 
 def test_a_look_alike_rule_stays_prompt_only(persona):

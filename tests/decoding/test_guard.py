@@ -146,3 +146,16 @@ def test_a_streamed_row_is_never_taken_back(tiny_host):
     row = gen.rows[0]
     assert guard.report(0, row.text, ASK)["tripped"] and row.restarts == 0
     assert streamed == row.text and row.tokens[:4] == script[:4]
+
+
+def test_a_reply_that_ends_broken_before_the_trip_wire_restarts_as_the_base(tiny_host):
+    script = tiny_host.tokenizer.encode("-\n" * 8, add_special_tokens=False)
+    prompt = tiny_host.chat_ids([{"role": "user", "content": ASK}])
+    budget = SamplingParams(max_new_tokens=3)  # cut after one or two empty items: no repeat yet
+    guard = DecodeGuard([1.0], [ASK], GuardConfig(kl_budget=None))
+    forward = _ScriptedAdapter(tiny_host, guard, script)
+    row = BatchGeneration(tiny_host, [prompt], budget, forward, [guard]).run()[0]
+    plain = BatchGeneration(tiny_host, [prompt], budget).run()[0]
+    report = guard.report(0, row.text.strip(), ASK)
+    assert report["tripped"] and report["restarted"] and "empty" in report["reasons"]
+    assert row.tokens == plain.tokens

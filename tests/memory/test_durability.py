@@ -16,6 +16,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,7 @@ from persona_sdk import (
 from persona_sdk.memory.edits import analyse_edit
 from persona_sdk.memory.index import INDEX_DIRNAME, user_file_stem
 from persona_sdk.memory.retrieval import Retriever
+from persona_sdk.validation import INVISIBLE
 from tests.helpers import snapshot
 
 SQL = "'); DROP TABLE memories;--"
@@ -467,20 +469,26 @@ def test_retrieval_never_crosses_users(persona, embedder):
 
 
 @pytest.mark.parametrize(
-    "specs",
+    ("specs", "valid"),
     [
-        ["Use emojis.", "Never use emojis."],
-        [
-            ("Use a bulleted list.", "cooking pasta"),
-            ("Use a bulleted list.", "quarterly tax filing"),
-        ],
+        (["Use emojis.", "Never use emojis."], 1),
+        # one rule stated for two contexts: two scoped rules, never one global rule
+        (
+            [
+                ("Use a bulleted list.", "cooking pasta"),
+                ("Use a bulleted list.", "quarterly tax filing"),
+            ],
+            2,
+        ),
     ],
-    ids=["supersede-within-batch", "generalize-within-batch"],
+    ids=["supersede-within-batch", "scoped-twice-within-batch"],
 )
-def test_index_mirrors_a_batch_that_consolidates_with_itself(persona, specs):
+def test_index_mirrors_a_batch_that_consolidates_with_itself(persona, specs, valid):
     user = persona.user("alice")
     user.add_rules(specs)
-    assert len(user.rules()) == 1
+    assert len(user.rules()) == valid and all(
+        r.context is not None for r in user.rules() if valid == 2
+    )
     index_agrees(persona, "alice")
 
 
@@ -506,8 +514,8 @@ def accepted(value: str | bytes) -> str | None:
         except UnicodeDecodeError:
             return None
     text = value.strip()
-    if not text or "\x00" in text:
-        return None
+    if not text or "\x00" in text or all(unicodedata.category(c) in INVISIBLE for c in text):
+        return None  # empty to a reader: only spaces, controls or zero-width characters
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

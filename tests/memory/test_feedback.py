@@ -369,7 +369,7 @@ def test_stated_rules_outrank_inferred_ones_at_equal_similarity(persona):
     assert [r.id for r in top1.retrieve("alice", vector)] == [stated.id]
 
 
-def test_top_k_is_respected(persona):
+def test_top_k_caps_contextual_rules_and_every_global_rule_applies(persona):
     user = persona.user("alice")
     texts = [
         "Call me Captain.",
@@ -381,15 +381,18 @@ def test_top_k_is_respected(persona):
         "Mention my cat Felix.",
         "Use metric units.",
     ]
-    stored = user.add_rules(texts)
+    ask = "What should I cook tonight?"
+    stored = user.add_rules([(t, ask) for t in texts])  # contextual: found by the request
     assert len({m.id for m in stored}) == len(texts)  # no two of these are duplicates
-    assert len(user.explain("What should I cook tonight?").rules) == 5  # the default
+    assert len(user.explain(ask).rules) == 5  # the default top_k
     persona.retrieval_config.top_k = 3
-    assert len(user.explain("What should I cook tonight?").rules) == 3
+    assert len(user.explain(ask).rules) == 3
+    user.add_rules(["Answer in one sentence.", "Never mention competitors."])  # global
+    assert len(user.explain(ask).rules) == 3 + 2  # global rules are never cut by top_k
     retriever = Retriever(persona.store, persona.indexes, persona.retrieval_config)
-    vector = persona.embedder.encode_one("What should I cook tonight?")
-    assert len(retriever.retrieve("alice", vector, top_k=8)) == 8
-    assert retriever.retrieve("alice", vector, top_k=0) == []
+    vector = persona.embedder.encode_one(ask)
+    assert len(retriever.retrieve("alice", vector, top_k=8)) == 8 + 2
+    assert retriever.retrieve("alice", vector, top_k=0) == []  # asked for none at all
     persona.retrieval_config.top_k = 5
 
 
