@@ -100,27 +100,10 @@ def eight_users(persona, max_new_tokens: int) -> tuple[float, float]:
     return batched, sequential
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--tokens", type=int, default=64, help="max new tokens per reply")
-    parser.add_argument("--rounds", type=int, default=3, help="passes over the prompts")
-    parser.add_argument("--skip-cold", action="store_true", help="skip the conversion timing")
-    parser.add_argument("--no-guard", action="store_true", help="turn the decode guard off")
-    args = parser.parse_args()
-
+def measure_requests(generation, rounds: int, tokens: int) -> dict:
+    """Plain, rule-prompted and personalized requests alternating, then eight users
+    batched against the same eight served one after another."""
     from persona_sdk import Persona
-    from persona_sdk.config import GenerationConfig, GuardConfig
-
-    generation = GenerationConfig(guard=GuardConfig(enabled=not args.no_guard))
-    results: dict = {"model": "smollm2-135m-instruct", "device": "cpu", "guard": not args.no_guard}
-    if not args.skip_cold:
-        with tempfile.TemporaryDirectory() as cache:
-            cold, warm = measure_loads(cache)
-        results |= {
-            "cold_load_s": cold["load_s"],
-            "warm_load_s": warm["load_s"],
-            "warm_load_process_s": warm["process_s"],
-        }
 
     with tempfile.TemporaryDirectory() as data:
         persona = Persona.open(data, generation=generation)
@@ -132,16 +115,16 @@ def main() -> None:
             persona.user(f"user{i}").add_pairs(flipped)
         one_request(persona, "personalized", PROMPTS[0], 8)  # warm-up (loads the adapters)
         runs: dict[str, list[dict]] = {kind: [] for kind in KINDS}
-        for _ in range(args.rounds):
+        for _ in range(rounds):
             for prompt in PROMPTS:  # alternate, so drift hits every kind alike
                 for kind in KINDS:
-                    runs[kind].append(one_request(persona, kind, prompt, args.tokens))
-        batched, sequential = eight_users(persona, args.tokens)
+                    runs[kind].append(one_request(persona, kind, prompt, tokens))
+        batched, sequential = eight_users(persona, tokens)
         persona.close()
 
     rate = {kind: statistics.median(r["rate"] for r in rows) for kind, rows in runs.items()}
     ttft = {kind: statistics.median(r["ttft_ms"] for r in rows) for kind, rows in runs.items()}
-    results |= {
+    return {
         "plain_tok_s": rate["plain"],
         "rule_prompted_tok_s": rate["rule_prompted"],
         "personalized_tok_s": rate["personalized"],
@@ -157,6 +140,30 @@ def main() -> None:
         "requests_per_kind": len(runs["plain"]),
         "tokens_per_kind": {kind: sum(r["tokens"] for r in rows) for kind, rows in runs.items()},
     }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tokens", type=int, default=64, help="max new tokens per reply")
+    parser.add_argument("--rounds", type=int, default=3, help="passes over the prompts")
+    parser.add_argument("--skip-cold", action="store_true", help="skip the conversion timing")
+    parser.add_argument("--no-guard", action="store_true", help="turn the decode guard off")
+    args = parser.parse_args()
+
+    from persona_sdk.config import GenerationConfig, GuardConfig
+
+    generation = GenerationConfig(guard=GuardConfig(enabled=not args.no_guard))
+    results: dict = {"model": "smollm2-135m-instruct", "device": "cpu", "guard": not args.no_guard}
+    if not args.skip_cold:
+        with tempfile.TemporaryDirectory() as cache:
+            cold, warm = measure_loads(cache)
+        results |= {
+            "cold_load_s": cold["load_s"],
+            "warm_load_s": warm["load_s"],
+            "warm_load_process_s": warm["process_s"],
+        }
+
+    results |= measure_requests(generation, args.rounds, args.tokens)
     table = Table(title="bench_generate (embedded SmolLM2-135M, CPU)")
     table.add_column("measure")
     table.add_column("value", justify="right")

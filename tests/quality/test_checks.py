@@ -29,6 +29,7 @@ from persona_sdk.quality import (
     score_replies,
     token_logprobs,
 )
+from tests.helpers import build_tiny_model
 
 SLEEP = "Give me tips to sleep better."
 
@@ -257,21 +258,7 @@ def test_logprob_tracker_sums_only_active_rows():
 @pytest.fixture(scope="module")
 def tiny_lm():
     """A random two-layer Llama over 50 token ids: no tokenizer needed."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=50,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        pad_token_id=0,
-        initializer_range=0.5,
-    )
-    return LlamaForCausalLM(config).eval()
+    return build_tiny_model(50)
 
 
 def test_score_replies_equals_a_hand_computation(tiny_lm):
