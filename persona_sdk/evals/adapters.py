@@ -14,6 +14,7 @@ from persona_sdk.adapters.dpo import prompt_ids
 from persona_sdk.adapters.serving import Slot
 from persona_sdk.decoding.loop import BatchGeneration, SamplingParams
 from persona_sdk.errors import InvalidInputError
+from persona_sdk.quality import relevance
 from persona_sdk.reward.basis import RewardBasis
 from persona_sdk.reward.posterior import fit_posterior
 from persona_sdk.simulation.users import (
@@ -80,9 +81,8 @@ def reply_quality(encode, prompts: list[str], replies: list[str]) -> dict[str, n
     """Per reply: cosine similarity to its prompt under ``encode`` (unit vectors; 0 for an
     empty reply), :func:`repeated_trigram_share` and its length in words. An adapter that
     raises its reward by drifting off the request, looping or falling silent shows here."""
-    on_topic = np.einsum("ij,ij->i", encode(prompts), encode(replies))
     words = np.array([len(r.split()) for r in replies])
-    return {"on_topic": np.where(words > 0, on_topic, 0.0),
+    return {"on_topic": relevance(encode, prompts, replies),
             "repeated": np.array([repeated_trigram_share(r) for r in replies]),
             "words": words.astype(float)}  # fmt: skip
 
