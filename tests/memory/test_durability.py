@@ -176,6 +176,9 @@ def test_two_processes_write_concurrently(tmp_path, embedder, basis):
         with Persona.open(data, embedder=embedder, basis=basis) as mine:
             child.stdin.write("go\n")
             child.stdin.flush()
+            # start once the child has acknowledged a write: with fast (fake) embeddings a
+            # whole run can otherwise finish before the other process begins
+            acks.append(json.loads(child.stdout.readline()))
             namespace["write_batches"](mine, "a", batches, acks.append)
         out, err = child.communicate(timeout=240)
     finally:
