@@ -53,6 +53,12 @@ def _items(value: object, field: str) -> list:
     return list(value)
 
 
+def _source(source: object) -> str:
+    if source not in SOURCES:
+        raise InvalidInputError(f"source must be one of {SOURCES}, not {source!r}")
+    return source
+
+
 def _rule_spec(spec: RuleSpec) -> tuple[str, str | None]:
     if isinstance(spec, (str, bytes)):
         text, context = spec, None
@@ -120,10 +126,7 @@ class User:
         """Add many rules in one transaction (texts, or ``(text, context)`` tuples).
 
         Returns the stored or reinforced rules in order; ignored ones are left out."""
-        if source not in SOURCES:
-            raise InvalidInputError(f"source must be one of {SOURCES}, not {source!r}")
-        if isinstance(rules, (str, bytes)):
-            raise InvalidInputError("add_rules takes a list of rules; use add_rule for one")
+        source = _source(source)
         specs = [_rule_spec(spec) for spec in _items(rules, "rules")]
         if not specs:
             return []
@@ -145,8 +148,7 @@ class User:
         self, pairs: Sequence[tuple[str, str, str]], source: str = "stated"
     ) -> list[Memory]:
         """Store many ``(prompt, chosen, rejected)`` pairs in one transaction."""
-        if source not in SOURCES:
-            raise InvalidInputError(f"source must be one of {SOURCES}, not {source!r}")
+        source = _source(source)
         checked = [_pair_texts(*_pair(pair)) for pair in _items(pairs, "pairs")]
         if not checked:
             return []
