@@ -166,10 +166,10 @@ def _apply(plan: RowPlan, c: Constraint, table: TokenTable) -> None:
     """Fold one constraint into ``plan``."""
     if isinstance(c, ForbiddenWords):
         forms = [f for w in c.words for f in inflections(w)]
-        plan.blockers.append(WordBlocker(table, forms))
+        plan.blockers.append(table.word_blocker(forms))
     elif isinstance(c, Greeting):
         if not c.required:
-            plan.no_greeting = WordBlocker(table, GREETING_FORMS)
+            plan.no_greeting = table.word_blocker(GREETING_FORMS)
         elif not any(isinstance(x, StartPhrase) for x in plan.constraints):
             mark = next((m for m in "!,." if plan.allows(m)), "")
             plan.prefix += plan.fold("Hello" + mark)
