@@ -170,6 +170,12 @@ class UserAdapters:
         version = hashlib.blake2b(coeffs.tobytes(), digest_size=8).hexdigest()
         return "generated", version, coeffs, None, note
 
+    def version(self, user_id: str) -> str:
+        """The version of the adapter ``user_id`` is served with: a digest of its
+        coefficients (or of the fine-tune file), so it changes exactly when the adapter
+        does. Builds no weights."""
+        return self._identity(user_id)[1]
+
     def resolve(self, user_id: str, identity: tuple | None = None) -> UserAdapter:
         """The adapter ``user_id`` is served with right now (``identity``: from
         :meth:`_identity`, when the caller has it already)."""

@@ -1,4 +1,5 @@
-"""CLI commands of LoRA adapters: ``persona adapters build-basis|show|export|finetune``."""
+"""CLI commands of LoRA adapters: ``persona adapters build-basis|show|export|vllm-args|
+finetune``."""
 
 from __future__ import annotations
 
@@ -192,23 +193,88 @@ def show(
 def export(
     ctx: typer.Context,
     user_id: str = typer.Argument(..., metavar="USER"),
-    out: Path = typer.Argument(..., metavar="DIR"),
+    out: Path = typer.Argument(None, metavar="[DIR]"),
+    out_option: Path = typer.Option(None, "--out", help="Same as DIR."),
+    target: str = typer.Option("peft", "--for", help="'peft': DIR is the adapter folder; "
+                               "'vllm': the exact adapter goes to DIR/persona-USER-vVERSION "
+                               "(see `persona adapters vllm-args`)."),
     max_rank: int = typer.Option(None, "--max-rank", help="Truncate by SVD to this rank "
-                                 "(vLLM's default cap is 16)."),
+                                 "(--for peft only; the vLLM export is exact)."),
+    prune: bool = typer.Option(False, "--prune", help="--for vllm: remove USER's older "
+                               "versions from DIR."),
     force: bool = typer.Option(False, "--force", help="Overwrite a non-empty DIR."),
     json_: bool = JsonOption,
 ) -> None:  # fmt: skip
     """Write USER's adapter as a standard PEFT folder (PeftModel, vLLM, LoRAX, SGLang)."""
+    folder = out or out_option
+    if folder is None:
+        raise InvalidInputError("give the output folder: DIR or --out DIR")
+    if target not in ("peft", "vllm"):
+        raise InvalidInputError(f"--for must be peft or vllm, not {target!r}")
+    if target == "vllm":
+        _export_vllm(ctx, user_id, folder, max_rank, prune, force, json_)
+        return
     with open_persona(ctx) as persona:
         user = existing_user(persona, user_id)
-        report = persona.adapters.export(user.id, out, max_rank, force)
+        report = persona.adapters.export(user.id, folder, max_rank, force)
     if json_:
         emit_json(report)
         return
-    line = f"exported {report['source']} adapter of {user_id}, rank {report['rank']}, to {out}"
+    line = f"exported {report['source']} adapter of {user_id}, rank {report['rank']}, to {folder}"
     if report["max_rank"] is not None:
         line += f" (relative error of truncation {report['relative_error']:.2%})"
     console.print(line, highlight=False)
+
+
+def _export_vllm(ctx: typer.Context, user_id: str, root: Path, max_rank: int | None,
+                 prune: bool, force: bool, json_: bool) -> None:  # fmt: skip
+    """``export --for vllm``: the exact adapter under its versioned name."""
+    from persona_sdk.adapters import vllm
+
+    if max_rank is not None:
+        raise InvalidInputError("--max-rank truncates; the vLLM export is exact (rank K·r)")
+    with open_persona(ctx) as persona:
+        user = existing_user(persona, user_id)
+        report = vllm.export_vllm(persona.adapters, user.id, root, force)
+        report["pruned"] = vllm.prune(root, user.id, report["version"]) if prune else []
+    if json_:
+        emit_json(report)
+        return
+    done = "exported" if report["written"] else "already exported"
+    console.print(f"{done} {report['name']} ({report['source']}, rank {report['rank']}; "
+                  f"vLLM --max-lora-rank {report['max_lora_rank']}) to {report['path']}",
+                  highlight=False)  # fmt: skip
+    for name in report["pruned"]:
+        console.print(f"removed {name}", highlight=False)
+
+
+@adapters.command("vllm-args")
+def vllm_args(
+    ctx: typer.Context,
+    users: list[str] = typer.Argument(None, metavar="[USERS]..."),
+    root: Path = typer.Option(Path("."), "--dir", help="Where `export --for vllm` wrote "
+                              "the adapters."),
+    max_loras: int = typer.Option(None, "--max-loras", help="Adapters in one GPU batch "
+                                  "(default: every listed user)."),
+    json_: bool = JsonOption,
+) -> None:  # fmt: skip
+    """Print the `vllm serve` command for USERS' current exported adapters (default: every
+    user exported under --dir)."""
+    from persona_sdk.adapters import vllm
+
+    with open_persona(ctx) as persona:
+        for user_id in users or []:
+            existing_user(persona, user_id)
+        modules = vllm.current_modules(persona.adapters, root, list(users or []))
+    args = vllm.vllm_args(modules, max_loras)
+    if json_:
+        emit_json(args)
+        return
+    if args["rank_rounded_up"]:
+        console.print(f"# adapter rank {args['rank']} rounded up to --max-lora-rank "
+                      f"{args['max_lora_rank']} (vLLM accepts "
+                      f"{', '.join(map(str, vllm.VLLM_LORA_RANKS))})", highlight=False)  # fmt: skip
+    console.out(args["command"], highlight=False)
 
 
 @adapters.command("finetune")
