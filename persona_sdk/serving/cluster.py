@@ -35,11 +35,13 @@ from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from persona_sdk.config import default_data_dir
 from persona_sdk.serving.auth import Auth
 from persona_sdk.serving.errors import ApiError
 from persona_sdk.serving.keys import KeyStore
 from persona_sdk.serving.routing import addressed_user
 from persona_sdk.serving.state import ServeConfig
+from persona_sdk.validation import validate_path
 
 REPLICA_HEADER = "X-Persona-Replica"
 WARM_USERS = 1024  # user ids a replica reports as warm (Ray's LRU; routing prefers them)
@@ -213,7 +215,7 @@ async def _rest(stream) -> AsyncIterator[bytes]:
             stream.cancel()
 
 
-def build_app(data_dir: str | Path, *, replicas: int = 2, store: str | None = None,
+def build_app(data_dir: str | Path | None = None, *, replicas: int = 2, store: str | None = None,
               model: str | None = None, embedder: str | Callable[[], Any] | None = None,
               device: str | None = None, dtype: str | None = None,
               config: ServeConfig | None = None, autoscaling: Mapping[str, Any] | None = None,
@@ -221,7 +223,7 @@ def build_app(data_dir: str | Path, *, replicas: int = 2, store: str | None = No
               max_ongoing_requests: int | None = None,
               persona_options: Mapping[str, Any] | None = None):  # fmt: skip
     """The Ray Serve application: an :class:`Ingress` over ``replicas`` :class:`Engine`
-    replicas of the server on ``data_dir``.
+    replicas of the server on ``data_dir`` (default: ``$PERSONA_HOME`` or ``~/.persona``).
 
     ``model``, ``embedder``, ``device``, ``dtype`` and ``persona_options`` go to
     ``Persona.open`` in every replica (``embedder`` may be a zero-argument factory that
@@ -238,7 +240,11 @@ def build_app(data_dir: str | Path, *, replicas: int = 2, store: str | None = No
     options = {"model": model, "embedder": embedder, "device": device, "dtype": dtype,
                "store": store, **(persona_options or {})}  # fmt: skip
     limit = max_ongoing_requests or config.engine.max_rows + config.engine.max_waiting
-    scale = {"autoscaling_config": dict(autoscaling)} if autoscaling else {"num_replicas": replicas}
+    scale = {"num_replicas": replicas}
+    if autoscaling:  # starts at ``replicas`` unless told otherwise
+        low, high = autoscaling.get("min_replicas", 1), autoscaling.get("max_replicas", replicas)
+        start = min(max(replicas, low), high)
+        scale = {"autoscaling_config": {"initial_replicas": start, **autoscaling}}
     engine = serve.deployment(Engine).options(
         name="PersonaEngine", max_ongoing_requests=limit, **scale,
         max_queued_requests=config.engine.max_waiting,
@@ -248,11 +254,11 @@ def build_app(data_dir: str | Path, *, replicas: int = 2, store: str | None = No
     ingress = serve.deployment(Ingress).options(
         name="PersonaIngress", max_ongoing_requests=10_000, ray_actor_options={"num_cpus": 0}
     )
-    data = str(data_dir)
+    data = str(default_data_dir() if data_dir is None else validate_path(data_dir, "data dir"))
     return ingress.bind(engine.bind(data, options, config), data, config)
 
 
-def run(data_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
+def run(data_dir: str | Path | None = None, *, host: str = "127.0.0.1", port: int = 8000,
         name: str = "persona", blocking: bool = False,
         **build: Any) -> DeploymentHandle:  # fmt: skip
     """Deploy :func:`build_app` (``build``: its keyword arguments) with ``serve.run`` on
@@ -262,7 +268,7 @@ def run(data_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
     return serve.run(build_app(data_dir, **build), name=name, route_prefix="/", blocking=blocking)
 
 
-def serve_replicas(data_dir: str | Path, config: ServeConfig, *, replicas: int,
+def serve_replicas(data_dir: str | Path | None, config: ServeConfig, *, replicas: int,
                    host: str = "127.0.0.1", port: int = 8000, model: str | None = None,
                    embedder: str | None = None, device: str | None = None,
                    dtype: str | None = None, store: str | None = None,

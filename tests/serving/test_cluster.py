@@ -154,6 +154,40 @@ def test_a_rule_written_on_one_replica_is_used_on_the_other(cluster):
     assert "Mention the budget." in used, used  # the other replica rebuilt ann's stale index
 
 
+def test_a_client_that_leaves_mid_stream_cancels_the_rows_on_its_replica(cluster):
+    def stats():
+        status, replica, health = cluster.direct("dan", "GET", "/health")
+        assert (status, replica) == (200, cluster.home["dan"])
+        return health["engine"]
+
+    before = stats()["cancelled_rows"]
+    story = [{"role": "user", "content": "Tell me a story"}]
+    body = {**CHAT, "user": "dan", "stream": True, "n": 4, "max_tokens": 400,
+            "temperature": 2.0, "messages": story}  # fmt: skip
+    with cluster.http("app") as http, http.stream("POST", "/v1/chat/completions", json=body) as r:
+        lines = r.iter_lines()
+        for _ in range(4):
+            next(lines)
+    deadline = time.monotonic() + 20
+    while (now := stats())["cancelled_rows"] == before or now["batch_copies"]:
+        assert time.monotonic() < deadline, now
+        time.sleep(0.05)
+    assert now["cancelled_rows"] - before == 4
+
+
+def test_autoscaling_is_configured_on_queue_depth():
+    from persona_sdk.serving.cluster import build_app
+
+    scale = {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 4}
+    app = build_app("unused", autoscaling=scale)
+    [engine] = app._bound_deployment.init_args[:1]  # the ingress is bound to the engines
+    config = engine._bound_deployment._deployment_config
+    assert config.autoscaling_config.max_replicas == 3
+    assert config.autoscaling_config.initial_replicas == 2  # ``replicas``, within the bounds
+    assert config.autoscaling_config.target_ongoing_requests == 4
+    assert config.max_ongoing_requests == 64 + 64  # the engine's rows plus its queue
+
+
 def writer(url: str, key: str, user: str, acked: list, stop: threading.Event) -> None:
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as h:
         i = 0
