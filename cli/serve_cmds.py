@@ -43,12 +43,20 @@ def serve(
     max_body_bytes: int = typer.Option(1 << 20, help="Largest request body."),
     drain: float = typer.Option(30.0, help="Seconds SIGTERM waits for in-flight replies."),
     threads: int = typer.Option(None, help="Torch threads of the engine (default: torch's)."),
-) -> None:
+    engine_spec: str = typer.Option(None, "--engine", help="Gateway mode: generate on the "
+                                    "OpenAI-compatible engine at openai://HOST:PORT[/v1] "
+                                    "(vLLM serving `persona adapters export --for vllm` "
+                                    "names, or another `persona serve`); memory, rules, "
+                                    "reward and best-of stay here. No model is loaded."),
+    engine_key: str = typer.Option(None, "--engine-key", envvar="PERSONA_ENGINE_API_KEY",
+                                   help="API key sent to the --engine."),
+    engine_model: str = typer.Option(None, "--engine-model", help="The engine's base model "
+                                     "(default: the first non-adapter model it lists)."),
+) -> None:  # fmt: skip
     """Serve the OpenAI-compatible chat API and the per-user endpoints (one engine)."""
     import uvicorn
 
     from persona_sdk.persona import Persona
-    from persona_sdk.serving.app import create_app
     from persona_sdk.serving.engine import EngineConfig
     from persona_sdk.serving.state import ServeConfig
 
@@ -61,7 +69,16 @@ def serve(
                           prefill_tokens=prefill_tokens, torch_threads=threads)  # fmt: skip
     config = ServeConfig(no_auth=no_auth, require_user=require_user, user_header=user_header,
                          max_body_bytes=max_body_bytes, drain_s=drain, engine=engine)  # fmt: skip
-    server = create_app(persona, config)
+    if engine_spec:
+        from persona_sdk.serving.gateway import create_gateway_app
+        from persona_sdk.serving.gateway_client import EngineClient, engine_url
+
+        client = EngineClient(engine_url(engine_spec), engine_key, engine_model)
+        server = create_gateway_app(persona, client, config)
+    else:
+        from persona_sdk.serving.app import create_app
+
+        server = create_app(persona, config)
     uvicorn.run(server, host=host, port=port, timeout_graceful_shutdown=int(drain) + 1,
                 log_level="info")  # fmt: skip
 

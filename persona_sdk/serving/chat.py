@@ -15,7 +15,6 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from persona_sdk.decoding.loop import sampling_params
-from persona_sdk.decoding.prompting import build_messages, normalise_messages
 from persona_sdk.errors import InvalidInputError
 from persona_sdk.reply import Reply
 from persona_sdk.serving import state as server
@@ -47,8 +46,9 @@ def require_ready(serve) -> None:
         raise ApiError(503, detail, code="unavailable", headers={"Retry-After": "5"})
 
 
-def _prepare(serve, body: ChatRequest, user_id: str):
-    """Persona's prepared request (rules, tokens, adapter plan: fixed from here on)."""
+def _prepare(serve, body: ChatRequest, user_id: str, adapter: bool = False):
+    """The prepared request (through the server's backend), its sampling settings, rows
+    and best-of. ``adapter``: the model named the user's adapter (strength 1, no rules)."""
     persona, options = serve.persona, body.persona
     n, best_of = body.n, options.best_of
     if n > 1 and best_of > 1:
@@ -59,24 +59,24 @@ def _prepare(serve, body: ChatRequest, user_id: str):
     if n > limit:
         raise InvalidInputError(f"n must be at most {limit}")
     max_new = body.max_completion_tokens or body.max_tokens
-    params = sampling_params(persona.generation_config, persona.host.max_context, best_of, max_new,
+    params = sampling_params(persona.generation_config, serve.max_context, best_of, max_new,
                              body.temperature, body.top_p, body.seed, body.stops())  # fmt: skip
     messages = [{"role": ROLE_MAP.get(m.role, m.role), "content": m.text()}
                 for m in body.messages]  # fmt: skip
-    strength = 0.0 if user_id == ANONYMOUS else options.strength
-    prepared = persona._request(user_id, messages, params, strength)
-    if not options.use_memory and prepared.rules:  # the same prompt without the rules
-        plain = build_messages(normalise_messages(messages), [],
-                               persona.generation_config.system_prompt)  # fmt: skip
-        prepared.token_ids, prepared.rules = persona.host.chat_ids(plain), []
+    if adapter:
+        prepared = serve.prepare_adapter(user_id, messages, params)
+    else:
+        strength = 0.0 if user_id == ANONYMOUS else options.strength
+        prepared = serve.prepare(user_id, messages, params, strength, options.use_memory)
     return prepared, params, max(n, best_of), best_of
 
 
-async def admit(request: Request, body: ChatRequest, user_id: str) -> Job:
+async def admit(request: Request, body: ChatRequest, user_id: str, adapter: bool = False) -> Job:
     """Prepare the request and queue it on the engine (503 loading, 429 queue full)."""
     serve = server.state(request)
     require_ready(serve)
-    prepared, params, rows, best_of = await run_in_threadpool(_prepare, serve, body, user_id)
+    prepared, params, rows, best_of = await run_in_threadpool(_prepare, serve, body, user_id,
+                                                              adapter)  # fmt: skip
     loop, events = asyncio.get_running_loop(), asyncio.Queue()
     sink = lambda e: loop.call_soon_threadsafe(events.put_nowait, e)  # noqa: E731
     group = Group(prepared, rows, params, sink, best_of)
@@ -93,15 +93,16 @@ async def admit(request: Request, body: ChatRequest, user_id: str) -> Job:
 
 def _replies(serve, job: Job) -> list[Reply]:
     """Score the finished rows with the user's reward (Persona's own ranking)."""
-    return serve.persona._replies(job.group.decode, job.started)
+    return serve.replies(job.group.decode, job.started)
 
 
 def persona_facts(job: Job, reply: Reply | None) -> dict:
     """The ``persona`` object: user, strength applied, rules used, reward, guard events."""
-    request = job.group.request
+    request = job.group.request  # a gateway's request adds its engine's facts
     facts = {"user_id": None if job.user_id == ANONYMOUS else job.user_id,
              "strength": request.plan.strength,
-             "used_rules": [rule.to_dict() for rule in request.rules]}  # fmt: skip
+             "used_rules": [rule.to_dict() for rule in request.rules],
+             **getattr(request, "facts", {})}  # fmt: skip
     if reply is not None:
         facts["reward"] = server.finite(reply.reward)
         facts["personalized"] = reply.personalized
@@ -123,6 +124,8 @@ def headers(job: Job, reply: Reply | None = None) -> dict[str, str]:
 
 
 def usage(job: Job) -> dict:
+    if getattr(job.group.decode, "usage", None):  # a gateway's: as its engine counted
+        return job.group.decode.usage
     prompt = len(job.group.request.token_ids)
     completion = sum(len(row.tokens) for row in job.group.decode.gen.rows)
     return {"prompt_tokens": prompt, "completion_tokens": completion,
@@ -136,6 +139,8 @@ async def _until_done(request: Request, job: Job) -> bool:
         while True:
             kind, payload = await job.events.get()
             if kind == "error":
+                if isinstance(payload, ApiError):  # e.g. a gateway's engine failed: 502/503
+                    raise payload
                 raise ApiError(500, str(payload), code="generation_failed")
             if kind == "done":
                 return
@@ -164,7 +169,8 @@ async def chat_completions(request: Request):
     serve = server.state(request)
     caller = serve.auth.caller(request)
     body = ChatRequest.model_validate(await server.read_json(request))
-    if body.model not in serve.model_names:
+    adapter_user = await run_in_threadpool(serve.adapter_user, body.model)
+    if adapter_user is None and body.model not in serve.model_names:
         raise ApiError(404, f"model {body.model!r} is not served here", param="model",
                        code="model_not_found")  # fmt: skip
     if len(body.messages) > serve.config.max_messages:
@@ -172,8 +178,11 @@ async def chat_completions(request: Request):
                        code="too_many_messages")  # fmt: skip
     options = {"persona.user_id": body.persona.user_id, "user": body.user,
                "safety_identifier": body.safety_identifier}  # fmt: skip
-    user_id = serve.auth.chat_user(caller, request, options)
-    job = await admit(request, body, user_id)
+    if adapter_user is not None:  # the adapter's user, whoever else the request names
+        user_id = serve.auth.may_access(caller, adapter_user, "model")
+    else:
+        user_id = serve.auth.chat_user(caller, request, options)
+    job = await admit(request, body, user_id, adapter_user is not None)
     if body.stream:
         return StreamingResponse(_stream(serve, job), media_type="text/event-stream",
                                  headers=headers(job))  # fmt: skip
@@ -184,14 +193,14 @@ async def chat_completions(request: Request):
                 "finish_reason": r.finish_reason, "logprobs": None}
                for i, r in enumerate(replies)]  # fmt: skip
     out = {"id": job.id, "object": "chat.completion", "created": int(time.time()),
-           "model": serve.persona.host.name, "choices": choices, "usage": usage(job),
+           "model": serve.model_name, "choices": choices, "usage": usage(job),
            "persona": persona_facts(job, replies[0])}  # fmt: skip
     return JSONResponse(out, headers=headers(job, replies[0]))
 
 
 def _chunk(serve, job: Job, choices: list, **extra) -> str:
     body = {"id": job.id, "object": "chat.completion.chunk", "created": int(time.time()),
-            "model": serve.persona.host.name, "choices": choices, **extra}  # fmt: skip
+            "model": serve.model_name, "choices": choices, **extra}  # fmt: skip
     return f"data: {json.dumps(body)}\n\n"
 
 
@@ -211,7 +220,8 @@ async def _stream(serve, job: Job) -> AsyncIterator[str]:
                 continue
             finished = True
             if kind == "error":
-                yield sse_error(str(payload))
+                status = payload.status if isinstance(payload, ApiError) else 500
+                yield sse_error(str(payload), status)
                 return
             replies = await run_in_threadpool(_replies, serve, job)
             yield _chunk(serve, job, [{"index": i, "delta": {}, "finish_reason":

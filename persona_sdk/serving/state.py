@@ -8,8 +8,15 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from persona_sdk.adapters.guidance import RowPlan
+from persona_sdk.adapters.vllm import adapter_name, parse_adapter_name
+from persona_sdk.decoding.loop import SamplingParams
+from persona_sdk.decoding.prompting import build_messages, normalise_messages, retrieval_query
+from persona_sdk.errors import InvalidInputError
 from persona_sdk.persona import Persona
-from persona_sdk.serving.auth import Auth
+from persona_sdk.replies import Request as Prepared
+from persona_sdk.reply import Reply
+from persona_sdk.serving.auth import Auth, check_user_id
 from persona_sdk.serving.engine import Engine, EngineConfig
 from persona_sdk.serving.errors import ApiError
 from persona_sdk.serving.metrics import Metrics
@@ -39,8 +46,63 @@ class ServerState:
     config: ServeConfig
 
     @property
+    def model_name(self) -> str:
+        """The base model, as replies name it."""
+        return self.persona.host.name
+
+    @property
+    def max_context(self) -> int:
+        return self.persona.host.max_context
+
+    @property
     def model_names(self) -> set[str]:
         return {self.persona.host.name, "persona"}
+
+    def adapter_user(self, model: str) -> str | None:
+        """The user a ``persona-<user>-v<version>`` model name serves (at strength 1, with
+        no rules: like a LoRA name on vLLM, see ``persona adapters export --for vllm``);
+        ``None`` for other names; 404 when the name is not that user's current adapter."""
+        named = parse_adapter_name(model)
+        if named is None:
+            return None
+        user_id, version = check_user_id(named[0], "model"), named[1]
+        adapters = self.persona.adapters
+        current = adapters.version(user_id) if adapters.available() else None
+        if current != version:
+            now = "no adapters here" if current is None else adapter_name(user_id, current)
+            raise ApiError(404, f"model {model!r} is not served here (current: {now})",
+                           param="model", code="model_not_found")  # fmt: skip
+        return user_id
+
+    def prepare(self, user_id: str, messages: list[dict], params: SamplingParams,
+                strength: float | None, use_memory: bool = True) -> Prepared:  # fmt: skip
+        """Persona's prepared request (rules, tokens, adapter plan: fixed from here on);
+        without ``use_memory``, the same prompt without the rules."""
+        persona = self.persona
+        prepared = persona._request(user_id, messages, params, strength)
+        if not use_memory and prepared.rules:
+            plain = build_messages(normalise_messages(messages), [],
+                                   persona.generation_config.system_prompt)  # fmt: skip
+            prepared.token_ids, prepared.rules = persona.host.chat_ids(plain), []
+        return prepared
+
+    def prepare_adapter(self, user_id: str, messages: list[dict],
+                        params: SamplingParams) -> Prepared:  # fmt: skip
+        """A request for an adapter name: the messages as sent (no retrieval, no
+        constraints), the user's adapter alone (strength 1)."""
+        persona = self.persona
+        normal = normalise_messages(messages)
+        plain = build_messages(normal, [], persona.generation_config.system_prompt)
+        token_ids = persona.host.chat_ids(plain)
+        if len(token_ids) + params.max_new_tokens > self.max_context:
+            raise InvalidInputError(f"prompt ({len(token_ids)} tokens) plus max_tokens "
+                                    f"exceeds the model's {self.max_context}")  # fmt: skip
+        plan = RowPlan(persona.adapters.activate(user_id), 1.0)
+        return Prepared(user_id, [], token_ids, 0.0, retrieval_query(normal), plan, True)
+
+    def replies(self, decode, started: float) -> list[Reply]:
+        """Score a finished decode's rows with the user's reward (Persona's own ranking)."""
+        return self.persona._replies(decode, started)
 
 
 def state(request: Request) -> ServerState:
