@@ -62,6 +62,11 @@ def serve(
 
     if no_auth and not is_loopback(host):
         raise InvalidInputError(f"--no-auth is only allowed on a loopback address, not {host}")
+    upstream = None
+    if engine_spec:  # checked before the data dir is opened
+        from persona_sdk.serving.gateway_client import engine_url
+
+        upstream = engine_url(engine_spec)
     settings = ctx.obj
     persona = Persona.open(settings.data, model=settings.model, embedder=settings.embedder,
                            device=settings.device, dtype=dtype)  # fmt: skip
@@ -69,11 +74,11 @@ def serve(
                           prefill_tokens=prefill_tokens, torch_threads=threads)  # fmt: skip
     config = ServeConfig(no_auth=no_auth, require_user=require_user, user_header=user_header,
                          max_body_bytes=max_body_bytes, drain_s=drain, engine=engine)  # fmt: skip
-    if engine_spec:
+    if upstream:
         from persona_sdk.serving.gateway import create_gateway_app
-        from persona_sdk.serving.gateway_client import EngineClient, engine_url
+        from persona_sdk.serving.gateway_client import EngineClient
 
-        client = EngineClient(engine_url(engine_spec), engine_key, engine_model)
+        client = EngineClient(upstream, engine_key, engine_model)
         server = create_gateway_app(persona, client, config)
     else:
         from persona_sdk.serving.app import create_app
