@@ -21,9 +21,13 @@ class Settings:
     model: str | None
     embedder: str | None
     device: str | None
+    store: str | None = None  # None: $PERSONA_STORE, else SQLite in the data dir
 
     def open(self) -> Persona:
-        return Persona.open(self.data, model=self.model, embedder=self.embedder, device=self.device)
+        return Persona.open(
+            self.data, model=self.model, embedder=self.embedder, device=self.device,
+            store=self.store,
+        )  # fmt: skip
 
 
 def open_persona(ctx: typer.Context) -> Persona:

@@ -70,8 +70,16 @@ def main(
     device: str = typer.Option(
         None, "--device", help="cpu, cuda, cuda:1... (default: cuda if available)."
     ),
+    store: str = typer.Option(
+        None,
+        "--store",
+        envvar="PERSONA_STORE",
+        show_envvar=True,
+        help="postgresql://… to keep memories in PostgreSQL (default: persona.db, SQLite, "
+        "in the data dir).",
+    ),
 ) -> None:
-    ctx.obj = Settings(data or default_data_dir(), model, embedder, device)
+    ctx.obj = Settings(data or default_data_dir(), model, embedder, device, store)
 
 
 @app.command()

@@ -1,14 +1,13 @@
 """``persona doctor``: check a data dir against its source of truth, and repair it.
 
-SQLite is the truth; everything else (FAISS indexes, manifests) is derived and can be
-rebuilt. Doctor never deletes a memory, runs every check inside its own error handling
-(a damaged database is reported, not a traceback), lists every repair it makes, and
-deletes no index file while the database looks empty or damaged.
+The store (SQLite or PostgreSQL) is the truth; everything else (FAISS indexes, manifests)
+is derived and can be rebuilt. Doctor never deletes a memory, runs every check inside its
+own error handling (a damaged database is reported, not a traceback), lists every repair
+it makes, and deletes no index file while the database looks empty or damaged.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -73,17 +72,20 @@ def _missing_embeddings(memory: MemoryService, repair: bool, report: DoctorRepor
     report.add("embeddings", "missing", detail, repair)
 
 
-def _sqlite(memory: MemoryService, report: DoctorReport) -> bool:
-    """SQLite's own integrity check and the schema version; False when damaged."""
+def _database(memory: MemoryService, report: DoctorReport) -> bool:
+    """The backend's own check (SQLite: ``quick_check`` of the file; PostgreSQL: a sanity
+    query, the files being the server's) and the schema version; False when damaged."""
+    store = memory.store
+    name = store.dialect.name
     try:
-        integrity = memory.store.query("PRAGMA quick_check")[0][0]
-        version = memory.store.query("SELECT MAX(version) FROM schema_version")[0][0]
-    except (PersonaError, sqlite3.Error) as exc:
-        report.add("sqlite", "corrupt", f"{exc}; restore persona.db from a backup")
+        name, status, detail = store.backend.integrity()
+        version = store.query("SELECT MAX(version) FROM schema_version")[0][0]
+    except (PersonaError, *store.backend.bug_errors) as exc:
+        report.add(name, "corrupt", f"{exc}; {store.backend.damage_advice()}")
         return False
-    report.add("sqlite", "ok" if integrity == "ok" else "corrupt", integrity)
+    report.add(name, status, detail)
     report.add("schema", "ok" if version == SCHEMA_VERSION else "outdated", f"version {version}")
-    return integrity == "ok"
+    return status == "ok"
 
 
 def _indexes(memory: MemoryService, repair: bool, report: DoctorReport) -> None:
@@ -105,7 +107,9 @@ def _indexes(memory: MemoryService, repair: bool, report: DoctorReport) -> None:
         except OSError as exc:
             report.add(f"index:{user_id}", state, f"could not rebuild it: {exc}")
             continue
-        report.add(f"index:{user_id}", state, "rebuilt from SQLite", repaired=True)
+        report.add(
+            f"index:{user_id}", state, f"rebuilt from {memory.store.dialect.title}", repaired=True
+        )
     _stray_files(memory, repair, report)
 
 
@@ -135,9 +139,9 @@ def run_doctor(
     memory: MemoryService, repair: bool = True, extra: list[ExtraCheck] | None = None
 ) -> DoctorReport:
     """Check the store, its embedder, every user's index, stray files and ``extra``
-    checks (the reward basis file). Nothing derived is touched when SQLite is damaged."""
+    checks (the reward basis file). Nothing derived is touched when the store is damaged."""
     report = DoctorReport()
-    healthy = _sqlite(memory, report)
+    healthy = _database(memory, report)
     for check in extra or []:
         report.add(*check())
     if not healthy:

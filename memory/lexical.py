@@ -1,10 +1,13 @@
-"""Lexical rule retrieval: SQLite FTS5 over each rule's stemmed words and lexicon concepts.
+"""Lexical rule retrieval: a full-text index over each rule's stemmed words and concepts.
 
 A rule is indexed as its content words, stemmed ("seasick", "boat", "tour") plus the
 names of the concepts the rule lexicon finds in it ("emojis" and "smileys" both give
 ``emoji``), so a request and a rule that name one concept in different words still meet.
-The user is one indexed token (``u`` + hex of the id), so a search only ever sees that
-user's rules. :func:`fuse` merges the lexical ranking with the dense one (reciprocal-rank
+On SQLite the index is an FTS5 table where the user is one indexed token (``u`` + hex of
+the id); on PostgreSQL it is a ``tsvector`` column (the 'simple' configuration: the terms
+are already stemmed) beside a user column. Either way a search only ever sees one user's
+rules, and a term matches exactly the rules that have it, so the scores are the same.
+:func:`fuse` merges the lexical ranking with the dense one (reciprocal-rank
 fusion), which is what :class:`~persona_sdk.memory.retrieval.Retriever` ranks by.
 """
 
@@ -12,8 +15,8 @@ from __future__ import annotations
 
 import math
 import re
-import sqlite3
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from persona_sdk.memory.rule_lexicon import CONCEPTS, FILLER, lower_aligned, normalise, stem
 from persona_sdk.memory.schema import TERMS_TABLE
@@ -44,53 +47,85 @@ def terms(text: str | None) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def index_rule(
-    conn: sqlite3.Connection, user_id: str, memory_id: int, text: str | None, context: str | None
-) -> None:
-    """(Re)write one rule's row in the lexical index, inside the caller's transaction."""
-    conn.execute(f"DELETE FROM {TERMS_TABLE} WHERE rowid = ?", (memory_id,))
-    words = " ".join(terms(text) + terms(context))
-    conn.execute(
+# Each statement in both dialects: (SQLite FTS5, PostgreSQL tsvector).
+_SQL = {
+    "delete": (
+        f"DELETE FROM {TERMS_TABLE} WHERE rowid = ?",
+        f"DELETE FROM {TERMS_TABLE} WHERE memory_id = ?",
+    ),
+    "insert": (
         f"INSERT INTO {TERMS_TABLE} (rowid, user_key, terms) VALUES (?, ?, ?)",
-        (memory_id, user_key(user_id), words),
-    )
+        f"INSERT INTO {TERMS_TABLE} (memory_id, user_id, terms) "
+        "VALUES (?, ?, to_tsvector('simple', ?))",
+    ),
+    "drop_user": (
+        f"DELETE FROM {TERMS_TABLE} WHERE {TERMS_TABLE} MATCH ?",
+        f"DELETE FROM {TERMS_TABLE} WHERE user_id = ?",
+    ),
+    "search": (
+        f"SELECT rowid FROM {TERMS_TABLE} WHERE {TERMS_TABLE} MATCH ? LIMIT {COMMON + 1}",
+        f"SELECT memory_id FROM {TERMS_TABLE} WHERE user_id = ? "
+        f"AND terms @@ plainto_tsquery('simple', ?) LIMIT {COMMON + 1}",
+    ),
+}
 
 
-def drop_rules(conn: sqlite3.Connection, ids: Iterable[int]) -> None:
-    """Remove deleted rules from the lexical index."""
-    conn.executemany(f"DELETE FROM {TERMS_TABLE} WHERE rowid = ?", [(int(i),) for i in ids])
+def _sql(dialect: Any, name: str) -> str:
+    return _SQL[name][dialect.name == "postgres"]
 
 
-def drop_user(conn: sqlite3.Connection, user_id: str) -> None:
-    """Remove every row of a forgotten user."""
+def _user_params(dialect: Any, user_id: str, word: str | None = None) -> tuple:
+    """The parameters that pick one user's rows (having ``word``): an FTS5 query on
+    SQLite, plain values on PostgreSQL."""
+    if dialect.name == "postgres":
+        return (user_id,) if word is None else (user_id, word)
+    match = f'user_key : "{user_key(user_id)}"'
+    return (match if word is None else f'{match} AND terms : "{word}"',)
+
+
+def index_rule(
+    conn: Any, user_id: str, memory_id: int, text: str | None, context: str | None
+) -> None:
+    """(Re)write one rule's row in the lexical index, inside the caller's transaction
+    (``conn``: the store's transaction connection, which names its ``dialect``)."""
+    conn.execute(_sql(conn.dialect, "delete"), (memory_id,))
+    words = " ".join(terms(text) + terms(context))
+    postgres = conn.dialect.name == "postgres"  # the user column: the id, or its FTS5 token
     conn.execute(
-        f"DELETE FROM {TERMS_TABLE} WHERE {TERMS_TABLE} MATCH ?", (_column("user_key", user_id),)
+        _sql(conn.dialect, "insert"), (memory_id, user_id if postgres else user_key(user_id), words)
     )
 
 
-def _column(column: str, user_id: str) -> str:
-    return f'{column} : "{user_key(user_id)}"'
+def drop_rules(conn: Any, ids: Iterable[int]) -> None:
+    """Remove deleted rules from the lexical index."""
+    conn.executemany(_sql(conn.dialect, "delete"), [(int(i),) for i in ids])
 
 
-def search(
-    query_rows: Callable[[str, Sequence], list[tuple]], user_id: str, query: str, limit: int
-) -> dict[int, float]:
+def drop_user(conn: Any, user_id: str) -> None:
+    """Remove every row of a forgotten user, and every copy of their terms."""
+    conn.execute(_sql(conn.dialect, "drop_user"), _user_params(conn.dialect, user_id))
+    if conn.dialect.name == "sqlite":
+        # An FTS5 delete only adds tombstones: the terms stay in the index segments (and
+        # survive VACUUM) until a merge. 'optimize' merges them all into one, now.
+        conn.execute(f"INSERT INTO {TERMS_TABLE} ({TERMS_TABLE}) VALUES ('optimize')")
+
+
+def search(source: Any, user_id: str, query: str, limit: int) -> dict[int, float]:
     """The user's rule ids best matching ``query``, best first, with their scores.
 
     Each query term is looked up on its own (this user's rows having it); a term more than
     :data:`COMMON` of the user's rules share cannot tell them apart and is skipped, which
     also bounds the cost of a search whatever the user's size. A rule scores the sum of
     its matched terms' weights, log(1 + COMMON / rules having the term): rarer terms
-    count more (an IDF within the user's own rules). ``query_rows(sql, params)`` runs a
-    read (the store's locked query)."""
+    count more (an IDF within the user's own rules). ``source`` is the store, or its
+    ``query`` method (which runs a read under the store's lock)."""
     if limit <= 0:
         return {}
+    query_rows: Callable[[str, Sequence], list[tuple]] = getattr(source, "query", source)
+    dialect = getattr(query_rows, "__self__", source).dialect
     scores: dict[int, float] = {}
     for word in terms(query)[:MAX_QUERY_TERMS]:
-        rows = query_rows(
-            f"SELECT rowid FROM {TERMS_TABLE} WHERE {TERMS_TABLE} MATCH ? LIMIT {COMMON + 1}",
-            (f'{_column("user_key", user_id)} AND terms : "{word}"',),
-        )
+        rows = query_rows(_sql(dialect, "search"), _user_params(dialect, user_id, word))
         if not rows or len(rows) > COMMON:
             continue
         weight = math.log(1 + COMMON / len(rows))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 import numpy as np
 
@@ -102,7 +102,7 @@ class StoredRule:
 class UserWrite:
     """Writes inside one user's transaction (see :meth:`MemoryStore.user_write`)."""
 
-    def __init__(self, conn: sqlite3.Connection, user_id: str, now: str):
+    def __init__(self, conn: Any, user_id: str, now: str):
         self.conn, self.user_id, self.now = conn, user_id, now
         self.previous_version = self.version = 0
 
@@ -119,11 +119,13 @@ class UserWrite:
         for key in ("embedding", "text_embedding"):
             values[key] = to_blob(values.get(key))
         placeholders = ", ".join("?" * (len(INSERT_COLUMNS) + 1))
-        cursor = self.conn.execute(
-            f"INSERT INTO memories (user_id, {', '.join(INSERT_COLUMNS)}) VALUES ({placeholders})",
-            (self.user_id, *(values.get(c) for c in INSERT_COLUMNS)),
+        memory_id = int(
+            self.conn.execute(
+                f"INSERT INTO memories (user_id, {', '.join(INSERT_COLUMNS)}) "
+                f"VALUES ({placeholders}) RETURNING id",
+                (self.user_id, *(values.get(c) for c in INSERT_COLUMNS)),
+            ).fetchone()[0]
         )
-        memory_id = int(cursor.lastrowid)
         if values.get("kind") == "rule":
             lexical.index_rule(
                 self.conn, self.user_id, memory_id, values.get("text"), values.get("context")

@@ -152,7 +152,7 @@ class Retriever:
         similarity = {hit.memory_id: hit.similarity for hit in hits}
         lexical_rank: dict[int, int] = {}
         if text:
-            found = lexical.search(self.store.query, user_id, text, wide)
+            found = lexical.search(self.store, user_id, text, wide)
             lexical_rank = {memory_id: rank for rank, memory_id in enumerate(found)}
             missing = [i for i in lexical_rank if i not in similarity]
             for memory_id, vector in self.store.embeddings(user_id, missing).items():

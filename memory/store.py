@@ -1,24 +1,25 @@
-"""SQLite store: the source of truth for users and their memories.
+"""The memory store: the source of truth for users and their memories.
 
-Every write runs in one ``BEGIN IMMEDIATE`` transaction in WAL mode, so concurrent
-writers queue instead of failing, readers never block, and a crash loses nothing that
-was acknowledged. Each user row carries ``memory_version``, bumped by every write that
-changes what can be retrieved; the derived FAISS indexes compare against it.
+Rows live in a backend (:mod:`persona_sdk.memory.backends`): the embedded SQLite file, or
+a PostgreSQL server. Either way every write is one transaction, serialized with every
+other writer, so a crash loses nothing that was acknowledged. Each user row carries
+``memory_version``, taken from one store-wide counter by every write that changes what
+can be retrieved; the derived FAISS indexes compare against it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import sqlite_utils
 
 from persona_sdk.errors import DataDirError, MemoryNotFoundError, StoreError, UnknownUserError
 from persona_sdk.memory import lexical
+from persona_sdk.memory.backends import Backend, open_backend
 from persona_sdk.memory.records import (
     MEMORY_COLUMNS,
     Memory,
@@ -29,14 +30,7 @@ from persona_sdk.memory.records import (
     to_blob,
     utc_now,
 )
-from persona_sdk.memory.schema import (
-    DB_FILENAME,
-    KINDS,
-    MIGRATIONS,
-    RETRIEVABLE_SQL,
-    SCHEMA_VERSION,
-    SOURCES,
-)
+from persona_sdk.memory.schema import KINDS, RETRIEVABLE_SQL, SCHEMA_VERSION, SOURCES, TERMS_TABLE
 
 __all__ = [
     "KINDS", "SCHEMA_VERSION", "SOURCES", "Memory", "MemoryStore", "StoredRule", "UserWrite",
@@ -44,13 +38,13 @@ __all__ = [
 ]  # fmt: skip
 
 
-MAX_ROWID = 2**63 - 1  # SQLite's largest integer: bigger ids cannot exist
+MAX_ROWID = 2**63 - 1  # the largest 64-bit id (SQLite integer, PostgreSQL BIGINT)
+USER_TABLES = ("pair_features", "memories", TERMS_TABLE, "users")  # what forget rewrites
 
 
 def _unlink_superseded(
-    conn: sqlite3.Connection, user_id: str, memory_id: int, valid_to: str | None,
-    successor: int | None,
-) -> list[int]:  # fmt: skip
+    conn: Any, user_id: str, memory_id: int, valid_to: str | None, successor: int | None
+) -> list[int]:
     """After deleting ``memory_id``: the rules it superseded come back only if it was
     current; under a history entry they are handed on to its successor."""
     if valid_to is None:
@@ -70,9 +64,14 @@ def _unlink_superseded(
 
 
 class MemoryStore:
-    """The SQLite database of one data directory. Thread-safe; safe across processes."""
+    """The memory database of one data directory. Thread-safe; safe across processes.
 
-    def __init__(self, data_dir: str | Path):
+    ``url`` picks the backend: ``postgresql://…`` for a PostgreSQL server; ``None`` reads
+    ``$PERSONA_STORE``, and when that is unset or empty the store is ``persona.db`` (SQLite)
+    in ``data_dir``. The data dir holds the derived files (indexes, adapters) either way.
+    """
+
+    def __init__(self, data_dir: str | Path, url: str | None = None):
         self.data_dir = Path(data_dir).expanduser()
         if self.data_dir.exists() and not self.data_dir.is_dir():
             raise DataDirError(f"data dir {self.data_dir} is a file, not a directory")
@@ -80,62 +79,54 @@ class MemoryStore:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DataDirError(f"cannot create data dir {self.data_dir}: {exc.strerror}") from exc
-        self.path = self.data_dir / DB_FILENAME
-        if self.path.exists() and not self.path.is_file():
-            raise DataDirError(f"{self.path} exists but is not a file")
+        self.backend: Backend = open_backend(self.data_dir, url)
+        self.dialect = self.backend.dialect
+        self.location = self.backend.location
         self._lock = threading.RLock()
+        self._open: Any = None  # the connection of the transaction in progress, if any
         self.closed = False
         try:
-            conn = sqlite3.connect(
-                self.path, timeout=60, isolation_level=None, check_same_thread=False
-            )
-            conn.execute("PRAGMA busy_timeout = 60000")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("PRAGMA secure_delete = ON")  # deleted text is zeroed, not left in pages
-            self.db = sqlite_utils.Database(conn)
             self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path} is not a usable persona database: {exc}") from exc
+        except BaseException:
+            self.backend.close()
+            raise
+
+    @property
+    def path(self) -> Path | None:
+        """The SQLite file (``None`` on PostgreSQL)."""
+        return self.backend.path
+
+    @property
+    def db(self) -> Any:
+        """The sqlite-utils ``Database`` (SQLite only: tools, benchmarks, tests)."""
+        db = getattr(self.backend, "db", None)
+        if db is None:
+            raise StoreError(f"{self.location} is not a SQLite store")
+        return db
 
     # -- transactions and schema ---------------------------------------------------------
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[Any]:
         """One write transaction; nested calls join the outer one. A damaged database
-        raises :class:`StoreError` with nothing written."""
+        or a lost server raises :class:`StoreError` with nothing written."""
         with self._lock:
-            conn = self.db.conn
-            if conn.in_transaction:
-                yield conn
+            if self._open is not None:
+                yield self._open
                 return
-            with self._typed_errors():
-                conn.execute("BEGIN IMMEDIATE")
+            with self.backend.transaction() as conn:
+                self._open = conn
                 try:
                     yield conn
-                except BaseException:
-                    with contextlib.suppress(sqlite3.Error):  # a failed COMMIT already ended it
-                        conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-
-    @contextlib.contextmanager
-    def _typed_errors(self) -> Iterator[None]:
-        try:
-            yield
-        except (sqlite3.IntegrityError, sqlite3.ProgrammingError):
-            raise  # a bad row or statement from this code, not a damaged database
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"{self.path}: {exc} (the database may be damaged; run `persona doctor`)"
-            ) from exc
+                finally:
+                    self._open = None
 
     def query(self, sql: str, params: Sequence = ()) -> list[tuple]:
-        """Run a read under the store lock: on this shared connection, a read that ran
-        while another thread's write transaction is open would see uncommitted rows."""
-        with self._lock, self._typed_errors():
-            return self.db.execute(sql, params).fetchall()
+        """Run a read (SQL in SQLite's syntax, see :mod:`.backends.dialect`) under the
+        store lock: on this shared connection, a read that ran while another thread's
+        write transaction is open would see uncommitted rows."""
+        with self._lock:
+            return self.backend.query(sql, params)
 
     # -- reward features of pairs (derived; see persona_sdk.reward.rewards) -------------
 
@@ -164,22 +155,25 @@ class MemoryStore:
                 )
             }
             conn.executemany(
-                "INSERT OR REPLACE INTO pair_features VALUES (?, ?, ?, ?)",
+                "INSERT INTO pair_features (memory_id, user_id, featurizer, z) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (memory_id) DO UPDATE SET "
+                "user_id = excluded.user_id, featurizer = excluded.featurizer, z = excluded.z",
                 [(i, user_id, featurizer, to_blob(z)) for i, z in features.items() if i in live],
             )
 
     def _migrate(self) -> None:
+        migrations = self.backend.migrations
         with self.transaction() as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
             current = row[0] or 0
             if current > SCHEMA_VERSION:
                 raise StoreError(
-                    f"{self.path} has schema version {current}; this persona-sdk knows "
+                    f"{self.location} has schema version {current}; this persona-sdk knows "
                     f"{SCHEMA_VERSION}. Upgrade persona-sdk."
                 )
             for version in range(current + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS[version]:
+                for statement in migrations[version]:
                     conn.execute(statement)
                 if version == 6:  # the lexical index of the rules stored so far
                     for memory_id, user_id, text, context in conn.execute(
@@ -189,9 +183,9 @@ class MemoryStore:
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
 
     def close(self) -> None:
-        """Close the connection (checkpoints the WAL when this is the last one)."""
+        """Close the connection (SQLite checkpoints the WAL when this is the last one)."""
         with self._lock:
-            self.db.conn.close()
+            self.backend.close()
             self.closed = True
 
     # -- meta ----------------------------------------------------------------------------
@@ -224,7 +218,7 @@ class MemoryStore:
         rows = self.query("SELECT memory_version FROM users WHERE id = ?", (user_id,))
         return rows[0][0] if rows else 0
 
-    def bump_version(self, conn: sqlite3.Connection, user_id: str) -> tuple[int, int]:
+    def bump_version(self, conn: Any, user_id: str) -> tuple[int, int]:
         """Give the user a fresh version inside the caller's transaction: (before, after)."""
         before = conn.execute(
             "SELECT memory_version FROM users WHERE id = ?", (user_id,)
@@ -236,7 +230,8 @@ class MemoryStore:
         return before, after
 
     def delete_user(self, user_id: str) -> None:
-        """Delete the user's rows, then VACUUM so no deleted text survives in free pages."""
+        """Delete the user's rows, then compact the touched tables (SQLite: ``VACUUM``;
+        PostgreSQL: ``VACUUM FULL``) so no deleted text survives in free pages."""
         with self.transaction() as conn:
             conn.execute("DELETE FROM pair_features WHERE user_id = ?", (user_id,))
             conn.execute("DELETE FROM memories WHERE user_id = ?", (user_id,))
@@ -244,9 +239,8 @@ class MemoryStore:
             conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
         try:
             with self._lock:
-                self.db.conn.execute("VACUUM")
-                self.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.OperationalError as exc:  # e.g. another process held a lock too long
+                self.backend.compact(USER_TABLES)
+        except StoreError as exc:
             raise StoreError(
                 f"{user_id!r} was deleted, but compacting the database failed ({exc}); "
                 "run `persona doctor` or forget again to finish wiping freed pages"
@@ -260,7 +254,7 @@ class MemoryStore:
         with self.transaction() as conn:
             session = UserWrite(conn, user_id, utc_now())
             conn.execute(
-                "INSERT OR IGNORE INTO users (id, created_at) VALUES (?, ?)",
+                "INSERT INTO users (id, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
                 (user_id, session.now),
             )
             yield session
@@ -293,7 +287,8 @@ class MemoryStore:
         """The user's memories, oldest first, optionally filtered (``origins``: derived
         from these memories, e.g. the rules an edit taught)."""
         # With explicit ids, "+user_id" keeps SQLite on rowid lookups instead of scanning
-        # the user's whole (user_id, kind) index range (2.4x faster retrieval at 100k).
+        # the user's whole (user_id, kind) index range (2.4x faster retrieval at 100k);
+        # PostgreSQL's dialect drops the hint.
         where, params = ["+user_id = ?" if ids is not None else "user_id = ?"], [user_id]
         if kind is not None:
             where.append("kind = ?")

@@ -58,11 +58,12 @@ class Persona:
         basis: RewardBasis | str | Path | None = None,
         featurizer: Featurizer | None = None,
         adapters: str | Path | None = None,
+        store: str | None = None,
     ):
         self.data_dir = (
             default_data_dir() if data_dir is None else validate_path(data_dir, "data dir")
         )
-        self.store = MemoryStore(self.data_dir)
+        self.store = MemoryStore(self.data_dir, url=store)
         self.retrieval_config = retrieval or RetrievalConfig()
         self.generation_config = generation or GenerationConfig()
         self.memory_config = memory or MemoryConfig()
@@ -94,7 +95,10 @@ class Persona:
         file or :class:`RewardBasis`; default: the data dir's ``basis.npz`` from
         ``persona basis fit``, else the shipped one) with its ``featurizer``, and the
         basis ``adapters`` folder (default: the data dir's ``basis_adapters`` from
-        ``persona adapters build-basis``, else the set shipped for the embedded model).
+        ``persona adapters build-basis``, else the set shipped for the embedded model), and
+        the ``store``: a ``postgresql://…`` URL to keep memories in PostgreSQL (default:
+        ``$PERSONA_STORE``, else ``persona.db`` in the data dir, SQLite). The data dir
+        holds the derived files (indexes, adapters) on either store.
         """
         return cls(data_dir, **kwargs)
 

@@ -11,12 +11,15 @@ import os
 import random
 
 import numpy as np
+import psycopg
 import pytest
 
 from persona_sdk import Persona, PersonaError, RetrievalConfig
 from persona_sdk.errors import InvalidInputError, MemoryNotFoundError, StoreError
+from persona_sdk.memory.backends import STORE_ENV
 from persona_sdk.memory.index import user_file_stem
 from persona_sdk.reward.features import EmbeddingCache, text_key
+from tests.postgres_server import ON_POSTGRES, sqlite_only
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -224,6 +227,7 @@ def _open(data, tiny_host, embedder, basis):
     return Persona.open(data, model=tiny_host, embedder=embedder, basis=basis)
 
 
+@sqlite_only("garbles the database file")
 def test_d1_a_garbled_database_is_reported_not_a_traceback(tmp_path, tiny_host, embedder, basis):
     data = _stocked(tmp_path, tiny_host, embedder, basis)
     db = data / "persona.db"
@@ -249,7 +253,12 @@ def test_d2_an_emptied_database_keeps_the_index_files(tmp_path, tiny_host, embed
     data = _stocked(tmp_path, tiny_host, embedder, basis, n=5)
     before = sorted(p.name for p in (data / "indexes").iterdir())
     assert before
-    (data / "persona.db").write_bytes(b"")
+    if ON_POSTGRES:  # every table dropped: the store reopens as a new, empty one
+        with psycopg.connect(os.environ[STORE_ENV], autocommit=True) as conn:
+            conn.execute("DROP SCHEMA public CASCADE")
+            conn.execute("CREATE SCHEMA public")
+    else:
+        (data / "persona.db").write_bytes(b"")
     with _open(data, tiny_host, embedder, basis) as persona:
         report = persona.doctor()
     assert not report.ok

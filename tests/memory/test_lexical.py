@@ -1,14 +1,13 @@
-"""Lexical rule retrieval (memory/lexical.py): the FTS5 table, its per-user isolation,
-concept expansion, fusion, and its upkeep through writes, deletes, forget and migration."""
+"""Lexical rule retrieval (memory/lexical.py): the full-text table (FTS5, or tsvector on
+the PostgreSQL run), its per-user isolation, concept expansion, fusion, and its upkeep
+through writes, deletes, forget and migration."""
 
 from __future__ import annotations
-
-import sqlite3
 
 import pytest
 
 from persona_sdk.memory import lexical
-from persona_sdk.memory.schema import MIGRATIONS, TERMS_TABLE
+from persona_sdk.memory.schema import TERMS_TABLE
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -45,8 +44,10 @@ def test_a_search_sees_one_user_only(persona):
 
 def test_fts_syntax_in_a_request_is_just_words(persona):
     persona.user("alice").add_rule("Mention the tide tables")
-    for query in ('tide" OR "x', "NOT tide", "tide*", "user_key : u", "(((", "tide AND"):
-        search(persona, "alice", query)  # never an FTS syntax error
+    queries = ('tide" OR "x', "NOT tide", "tide*", "user_key : u", "(((", "tide AND", "tide & !x",
+               "tide:*", "'tide' | x", "50% off?")  # fmt: skip
+    for query in queries:
+        search(persona, "alice", query)  # never an FTS or tsquery syntax error
 
 
 def test_rarer_terms_weigh_more_and_common_ones_are_skipped(persona):
@@ -80,20 +81,21 @@ def test_fusion_rewards_agreement():
     assert sorted(fused, key=lambda i: -fused[i]) == [2, 3, 1]
 
 
-def test_migration_6_indexes_existing_rules(tmp_path, tiny_host, embedder):
+def test_migration_6_indexes_existing_rules(tmp_path, tiny_host, embedder, old_store):
     from persona_sdk import Persona
 
-    with sqlite3.connect(tmp_path / "persona.db") as conn:  # a store as version 5 left it
-        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-        for version in range(1, 6):
-            for statement in MIGRATIONS[version]:
-                conn.execute(statement)
-            conn.execute("INSERT INTO schema_version VALUES (?)", (version,))
-        conn.execute("INSERT INTO users (id, created_at, memory_version) VALUES ('old', 't', 1)")
-        conn.execute(
-            "INSERT INTO memories (user_id, kind, source, text, valid_from, created_at) "
-            "VALUES ('old', 'rule', 'stated', 'Mention the tide tables', 't', 't')"
-        )
+    old_store(  # a store as version 5 left it
+        tmp_path,
+        5,
+        [
+            ("INSERT INTO users (id, created_at, memory_version) VALUES ('old', 't', 1)", ()),
+            (
+                "INSERT INTO memories (user_id, kind, source, text, valid_from, created_at) "
+                "VALUES ('old', 'rule', 'stated', 'Mention the tide tables', 't', 't')",
+                (),
+            ),
+        ],
+    )
     with Persona.open(tmp_path, model=tiny_host, embedder=embedder) as persona:
         assert search(persona, "old", "tide tables") == [1]
         assert persona.store.memories("old")[0].exception_of is None

@@ -1,4 +1,5 @@
-"""The SQLite store and the per-user FAISS indexes derived from it."""
+"""The store (SQLite, or PostgreSQL on the PostgreSQL run) and the per-user FAISS
+indexes derived from it."""
 
 from __future__ import annotations
 
@@ -6,11 +7,16 @@ import json
 import sqlite3
 
 import numpy as np
+import psycopg
 import pytest
 
 from persona_sdk import DataDirError, MemoryNotFoundError, Persona, StoreError
 from persona_sdk.memory.index import IndexManager, user_file_stem
 from persona_sdk.memory.store import SCHEMA_VERSION, MemoryStore
+from tests.postgres_server import ON_POSTGRES, sqlite_only
+
+# a row this code should never write: raised as it is on both backends
+BAD_ROW = (sqlite3.IntegrityError, psycopg.IntegrityError)
 
 
 def unit(seed: int, dim: int = 8) -> np.ndarray:
@@ -22,25 +28,13 @@ def rule(text: str, seed: int) -> dict:
     return {"kind": "rule", "source": "stated", "text": text, "embedding": unit(seed)}
 
 
-def test_schema_wal_and_versioning(tmp_path):
+def test_schema_and_versioning(tmp_path):
     store = MemoryStore(tmp_path)
-    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert (
-        store.db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
-    )
-    columns = {c.name for c in store.db["memories"].columns}
-    assert {
-        "kind",
-        "source",
-        "confidence",
-        "support",
-        "context",
-        "valid_from",
-        "valid_to",
-        "superseded_by",
-        "embedding",
-        "created_at",
-    } <= columns
+    assert store.dialect.name == ("postgres" if ON_POSTGRES else "sqlite")
+    assert store.query("SELECT MAX(version) FROM schema_version")[0][0] == SCHEMA_VERSION
+    columns = ("kind", "source", "confidence", "support", "context", "valid_from", "valid_to",
+               "superseded_by", "embedding", "created_at")  # fmt: skip
+    assert store.query(f"SELECT {', '.join(columns)} FROM memories") == []
     first = store.add_memories("u", [rule("a", 1), rule("b", 2)])
     second = store.add_memories("u", [rule("c", 3)])
     assert first.ids == [1, 2] and second.ids == [3]
@@ -48,13 +42,29 @@ def test_schema_wal_and_versioning(tmp_path):
     store.close()
     again = MemoryStore(tmp_path)  # reopening migrates nothing and keeps everything
     assert [m.text for m in again.memories("u")] == ["a", "b", "c"]
-    assert again.db.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+    assert again.query("SELECT COUNT(*) FROM schema_version")[0][0] == SCHEMA_VERSION
+    again.close()
+
+
+@sqlite_only("the journal mode of the file")
+def test_sqlite_runs_in_wal_mode(tmp_path):
+    store = MemoryStore(tmp_path)
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    store.close()
+
+
+def test_both_backends_have_every_migration():
+    from persona_sdk.memory.backends.pg_schema import PG_MIGRATIONS
+    from persona_sdk.memory.schema import MIGRATIONS
+
+    assert sorted(PG_MIGRATIONS) == sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
 
 
 def test_newer_schema_is_refused(tmp_path):
-    MemoryStore(tmp_path).close()
-    with sqlite3.connect(tmp_path / "persona.db") as conn:
+    store = MemoryStore(tmp_path)
+    with store.transaction() as conn:
         conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION + 1,))
+    store.close()
     with pytest.raises(StoreError, match="Upgrade persona-sdk"):
         MemoryStore(tmp_path)
 
@@ -67,6 +77,7 @@ def test_data_dir_that_is_a_file(tmp_path):
     assert target.read_text() == "not a dir"
 
 
+@sqlite_only("garbles the database file")
 def test_garbage_database_is_a_typed_error(tmp_path):
     (tmp_path / "persona.db").write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StoreError):
@@ -76,11 +87,11 @@ def test_garbage_database_is_a_typed_error(tmp_path):
 def test_failed_transaction_leaves_nothing(tmp_path):
     store = MemoryStore(tmp_path)
     store.add_memories("u", [rule("kept", 1)])
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(BAD_ROW):
         store.add_memories("u", [rule("lost", 2), {"kind": "bogus", "text": "x"}])
     assert [m.text for m in store.memories("u")] == ["kept"]
     assert store.memory_version("u") == 1
-    assert store.db.execute("SELECT value FROM counters").fetchone()[0] == 1
+    assert store.query("SELECT value FROM counters") == [(1,)]
 
 
 def test_delete_memory_is_scoped_to_its_user(tmp_path):
@@ -155,22 +166,22 @@ def test_recreated_user_never_sees_a_forgotten_index(persona, tmp_path):
     other.close()
 
 
-def test_a_version_1_store_is_migrated_and_backfilled(tmp_path, tiny_host, embedder):
-    from persona_sdk.memory.schema import MIGRATIONS
-
-    with sqlite3.connect(tmp_path / "persona.db") as conn:  # a store as version 1 wrote it
-        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-        for statement in MIGRATIONS[1]:
-            conn.execute(statement)
-        conn.execute("INSERT INTO schema_version VALUES (1)")
-        conn.execute("INSERT INTO users (id, created_at, memory_version) VALUES ('old', 't', 1)")
-        conn.execute(
-            "INSERT INTO memories (user_id, kind, source, text, valid_from, embedding, created_at)"
-            " VALUES ('old', 'rule', 'stated', 'Use emojis.', '2026-01-01T00:00:00', ?, 't')",
-            (embedder.encode_one("Use emojis.").tobytes(),),
-        )
+def test_a_version_1_store_is_migrated_and_backfilled(tmp_path, tiny_host, embedder, old_store):
+    old_store(  # a store as version 1 wrote it
+        tmp_path,
+        1,
+        [
+            ("INSERT INTO users (id, created_at, memory_version) VALUES ('old', 't', 1)", ()),
+            (
+                "INSERT INTO memories (user_id, kind, source, text, valid_from, embedding, "
+                "created_at) VALUES ('old', 'rule', 'stated', 'Use emojis.', "
+                "'2026-01-01T00:00:00', ?, 't')",
+                (embedder.encode_one("Use emojis.").tobytes(),),
+            ),
+        ],
+    )
     with Persona.open(tmp_path, model=tiny_host, embedder=embedder) as persona:
-        versions = persona.store.db.execute("SELECT version FROM schema_version").fetchall()
+        versions = persona.store.query("SELECT version FROM schema_version ORDER BY version")
         assert [v[0] for v in versions] == list(range(1, SCHEMA_VERSION + 1))
         assert persona.user("old").rules()[0].template is None  # new column, old row intact
         report = persona.doctor()
