@@ -169,7 +169,9 @@ async def chat_completions(request: Request):
     serve = server.state(request)
     caller = serve.auth.caller(request)
     body = ChatRequest.model_validate(await server.read_json(request))
-    adapter_user = await run_in_threadpool(serve.adapter_user, body.model)
+    adapter_user = None
+    if body.model not in serve.model_names:  # an adapter name reads the user's weights
+        adapter_user = await run_in_threadpool(serve.adapter_user, body.model)
     if adapter_user is None and body.model not in serve.model_names:
         raise ApiError(404, f"model {body.model!r} is not served here", param="model",
                        code="model_not_found")  # fmt: skip
