@@ -263,7 +263,8 @@ def run(data_dir: str | Path | None = None, *, host: str = "127.0.0.1", port: in
         **build: Any) -> DeploymentHandle:  # fmt: skip
     """Deploy :func:`build_app` (``build``: its keyword arguments) with ``serve.run`` on
     Ray Serve's HTTP proxy at ``host:port``; returns the ingress handle once every replica
-    is up. Connects to the running Ray cluster, or starts a local one."""
+    is up. Connects to the running Ray cluster, or starts a local one. A Ray cluster has
+    one Serve proxy: if Serve already runs, it keeps its own host and port."""
     serve.start(http_options={"host": host, "port": port})
     return serve.run(build_app(data_dir, **build), name=name, route_prefix="/", blocking=blocking)
 
