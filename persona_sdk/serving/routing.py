@@ -3,11 +3,11 @@
 A router in front of several engines (``cluster.py``) sends each user's requests to the
 replica where their adapter and index are warm. It must name the user exactly as the
 server will: the path of a per-user endpoint (matched against the server's own routes),
-the body of an import, or, for chat, :meth:`Auth.chat_user` over the validated
-:class:`ChatRequest` (a user-scoped key's user, the user header, ``persona.user_id``,
-``user``, ``safety_identifier``). Routing never refuses anything: a request the server
-would refuse (bad key, bad JSON, foreign user) routes to no user, and the replica that
-gets it answers the error.
+the body of an import, or, for chat, the user of a ``persona-<user>-v<version>`` model
+name, else :meth:`Auth.chat_user` over the validated :class:`ChatRequest` (a user-scoped
+key's user, the user header, ``persona.user_id``, ``user``, ``safety_identifier``).
+Routing never refuses anything: a request the server would refuse (bad key, bad JSON,
+foreign user) routes to no user, and the replica that gets it answers the error.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from fastapi import Request
 from pydantic import ValidationError
 from starlette.routing import Match
 
+from persona_sdk.adapters.vllm import parse_adapter_name
 from persona_sdk.serving import users
 from persona_sdk.serving.auth import ANONYMOUS, Auth
 from persona_sdk.serving.errors import ApiError
@@ -55,6 +56,9 @@ def addressed_user(auth: Auth, request: Request, body: bytes) -> str | None:
             return caller.user_id if target is None else auth.may_access(caller, target)
         if path == CHAT_PATH and request.method == "POST":
             chat = ChatRequest.model_validate(json.loads(body))
+            adapter = parse_adapter_name(chat.model)  # the server checks its version
+            if adapter is not None:
+                return auth.may_access(caller, adapter[0], "model")
             user = auth.chat_user(caller, request, chat_options(chat))
             return None if user == ANONYMOUS else user
         return caller.user_id

@@ -120,6 +120,10 @@ def test_a_users_requests_stay_on_one_replica(cluster):
                     lines = [line for line in r.iter_lines() if line]
                 assert r.headers[REPLICA_HEADER] == cluster.home[user]
                 assert lines[-1] == "data: [DONE]"
+        named = {**CHAT, "model": "persona-ann-v0", "messages": [{"role": "user", "content": "Hi"}]}
+        r = http.post("/v1/chat/completions", json=named)  # an adapter name names its user
+        assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+        assert r.headers[REPLICA_HEADER] == cluster.home["ann"]
         models = http.get("/v1/models")  # no user: any replica
         assert models.status_code == 200 and models.json()["data"][0]["object"] == "model"
         bad = http.post("/v1/chat/completions", content=b"{not json")
