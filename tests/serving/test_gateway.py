@@ -169,3 +169,28 @@ def test_error_mapping_and_engine_urls():
     for bad in ("h:8000", "ftp://h", "openai://", "openai://h?x=1"):
         with pytest.raises(Exception, match="openai://HOST:PORT"):
             engine_url(bad)
+
+
+@pytest.mark.slow
+def test_spawned_gateway_serves_a_user_through_their_adapter_name(tmp_path, tiny_model_dir,
+                                                                  built, fakes):  # fmt: skip
+    """`persona serve --engine` in front of a spawned `persona serve`: the adapter path."""
+    import openai
+
+    from tests.serving.gateway_harness import spawned_gateway
+
+    with spawned_gateway(tmp_path, tiny_model_dir, built[0], fakes.basis_file) as served:
+        with served.client("admin") as http:
+            pairs = [dict(zip(("prompt", "chosen", "rejected"), p)) for p in PAIRS]
+            assert http.post("/v1/users/pat/pairs", json={"pairs": pairs}).status_code == 200
+        client = openai.OpenAI(base_url=served.url + "/v1", api_key=served.keys["app"],
+                               max_retries=0)  # fmt: skip
+        messages = [{"role": "user", "content": PROMPT}]
+        out = client.chat.completions.create(model="persona", user="pat", max_tokens=12,
+                                             messages=messages)  # fmt: skip
+        facts = out.model_extra["persona"]
+        assert facts["engine"]["model"].startswith("persona-pat-v") and facts["strength"] == 1.0
+        stream = client.chat.completions.create(model="persona", user="pat", max_tokens=12,
+                                                messages=messages, stream=True)  # fmt: skip
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        assert text == out.choices[0].message.content
