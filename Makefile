@@ -25,8 +25,12 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/persona demo
 
+# The memory suite runs twice: on SQLite inside the full run, then on a throwaway
+# PostgreSQL server the tests start (skipped with a message when PostgreSQL is not
+# installed, a failure under CI=true or PERSONA_REQUIRE_POSTGRES=1).
 test: install
 	$(PY) -m pytest -q
+	PERSONA_TEST_STORE=postgres $(PY) -m pytest -q tests/memory
 
 # Unit tests only: no real model is read (a guard fails any test that opens one), no adapter
 # is trained; under a minute on two cores. `make test` also runs integration and slow tests.

@@ -2,7 +2,7 @@
 
 By default every test runs on SQLite, as ever. With ``PERSONA_TEST_STORE=postgres`` a
 throwaway PostgreSQL server starts for the session (``tests/postgres_server.py``) and each
-test gets a fresh database, named in ``$PERSONA_STORE``, so every ``MemoryStore(dir)``
+test gets a fresh schema, named in ``$PERSONA_STORE``, so every ``MemoryStore(dir)``
 and ``Persona.open(dir)`` of the test (and of the writer processes it starts) lands on
 PostgreSQL. Tests about SQLite's own files are marked :func:`sqlite_only`.
 """
@@ -15,14 +15,25 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
 from persona_sdk.memory.backends import STORE_ENV, open_backend
-from tests.postgres_server import MISSING, ON_POSTGRES, PostgresServer, start_server
+from persona_sdk.memory.schema import DB_FILENAME
+from tests.postgres_server import (
+    MISSING,
+    ON_POSTGRES,
+    PostgresServer,
+    find_bin_dir,
+    start_server,
+)
 
 _names = itertools.count()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if ON_POSTGRES and find_bin_dir() is None:
+        terminalreporter.write_line(f"memory suite on PostgreSQL: every test skipped. {MISSING}")
 
 
 @pytest.fixture(scope="session")
@@ -40,18 +51,21 @@ def postgres_server() -> Iterator[PostgresServer | None]:
 
 
 @pytest.fixture(autouse=True)
-def _store_backend(postgres_server, monkeypatch) -> Iterator[None]:
-    """A fresh PostgreSQL database per test on the PostgreSQL run."""
+def _store_backend(postgres_server, store_templates, monkeypatch, tmp_path) -> Iterator[None]:
+    """A fresh PostgreSQL schema per test on the PostgreSQL run (and a check that no
+    store of the test, in this process or a child, fell back to a SQLite file)."""
     if not ON_POSTGRES:
         monkeypatch.delenv(STORE_ENV, raising=False)  # SQLite run: whatever the shell says
         yield
         return
     if postgres_server is None:
         pytest.skip(MISSING)
-    name = f"persona_test_{next(_names)}"
-    monkeypatch.setenv(STORE_ENV, postgres_server.create_database(name))
+    name = f"test_{next(_names)}"
+    monkeypatch.setenv(STORE_ENV, postgres_server.create_schema(name))
     yield
-    postgres_server.drop_database(name)
+    postgres_server.drop_schema(name)
+    store_templates.drop_copies()
+    assert not list(tmp_path.rglob(DB_FILENAME)), "a store of this test used SQLite"
 
 
 class StoreTemplates:
@@ -61,6 +75,7 @@ class StoreTemplates:
     def __init__(self, server: PostgresServer | None):
         self.server = server
         self.databases: dict[Path, str] = {}
+        self.copies: list[str] = []
 
     @contextlib.contextmanager
     def building(self, data_dir: Path) -> Iterator[None]:
@@ -75,12 +90,18 @@ class StoreTemplates:
             yield
 
     def copy(self, template: Path, data_dir: Path) -> None:
-        """``template`` (closed) as this test's store in ``data_dir``."""
+        """``template`` (closed) as this test's store in ``data_dir``: on PostgreSQL a
+        clone of its database, which ``$PERSONA_STORE`` names until the test ends."""
         shutil.copytree(template, data_dir)
         if self.server is not None:
-            name = urlsplit(os.environ[STORE_ENV]).path.lstrip("/")  # this test's database
-            self.server.drop_database(name)
+            name = f"persona_copy_{next(_names)}"
+            self.copies.append(name)
             self.server.admin(f'CREATE DATABASE "{name}" TEMPLATE "{self.databases[template]}"')
+            os.environ[STORE_ENV] = self.server.url(name)  # the test's monkeypatch restores it
+
+    def drop_copies(self) -> None:
+        while self.copies:
+            self.server.drop_database(self.copies.pop())
 
 
 @pytest.fixture(scope="session")

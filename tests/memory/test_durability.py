@@ -158,7 +158,7 @@ def test_two_processes_write_concurrently(tmp_path, embedder, basis):
         [sys.executable, str(script), str(data), "b", str(batches), str(basis_file)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=(tmp_path / "writer.err").open("w"),
         text=True,
         env=child_env(),
     )
@@ -166,7 +166,8 @@ def test_two_processes_write_concurrently(tmp_path, embedder, basis):
     exec(WRITE_BATCHES, namespace)
     acks: list[dict] = []
     try:
-        assert json.loads(child.stdout.readline()) == {"ready": "b"}, child.stderr.read()
+        ready = child.stdout.readline()
+        assert json.loads(ready) == {"ready": "b"}, (tmp_path / "writer.err").read_text()
         with Persona.open(data, embedder=embedder, basis=basis) as mine:
             child.stdin.write("go\n")
             child.stdin.flush()
@@ -174,12 +175,15 @@ def test_two_processes_write_concurrently(tmp_path, embedder, basis):
             # whole run can otherwise finish before the other process begins
             acks.append(json.loads(child.stdout.readline()))
             namespace["write_batches"](mine, "a", batches, acks.append)
-        out, err = child.communicate(timeout=240)
+        # the rest through the same buffer: readline() may have read ahead, and
+        # communicate() would read the pipe beneath it, losing those lines
+        out = child.stdout.read()
+        child.wait(timeout=240)
     finally:
         if child.poll() is None:
             child.kill()
             child.wait()
-    assert child.returncode == 0, err
+    assert child.returncode == 0, (tmp_path / "writer.err").read_text()
     lines = [json.loads(line) for line in out.splitlines()]
     assert lines[-1] == {"done": "b"}
     acks += lines[:-1]

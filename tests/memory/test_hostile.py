@@ -255,8 +255,9 @@ def test_d2_an_emptied_database_keeps_the_index_files(tmp_path, tiny_host, embed
     assert before
     if ON_POSTGRES:  # every table dropped: the store reopens as a new, empty one
         with psycopg.connect(os.environ[STORE_ENV], autocommit=True) as conn:
-            conn.execute("DROP SCHEMA public CASCADE")
-            conn.execute("CREATE SCHEMA public")
+            schema = conn.execute("SELECT current_schema()").fetchone()[0]
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+            conn.execute(f'CREATE SCHEMA "{schema}"')
     else:
         (data / "persona.db").write_bytes(b"")
     with _open(data, tiny_host, embedder, basis) as persona:

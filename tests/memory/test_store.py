@@ -270,3 +270,33 @@ def test_index_cache_is_bounded_and_saves_what_it_evicts(tmp_path):
     rebuilds = manager.rebuilds
     assert manager.get("a").ids() == [1] and manager.rebuilds == rebuilds  # loaded, not rebuilt
     assert list(manager._cache) == ["c", "a"]
+
+
+def test_the_store_is_chosen_by_url_argument_option_or_environment(cli, monkeypatch):
+    """``--store`` (and ``Persona.open(store=)``) pick the backend; ``$PERSONA_STORE`` is
+    the default; unset or empty means SQLite in the data dir."""
+    import os
+
+    from persona_sdk.memory.backends import STORE_ENV
+
+    url = os.environ.get(STORE_ENV, "")  # the run's backend: a PostgreSQL schema, or SQLite
+    monkeypatch.delenv(STORE_ENV, raising=False)
+    cli.ok("--store", url, "add-rule", "alice", "Use emojis.")
+    assert [r["text"] for r in cli.json("--store", url, "rules", "alice")] == ["Use emojis."]
+    with Persona.open(cli.data, store=url) as persona:
+        assert persona.store.dialect.name == ("postgres" if url else "sqlite")
+        assert [r.text for r in persona.user("alice").rules()] == ["Use emojis."]
+    assert (cli.data / "persona.db").exists() == (not url)
+    if url:  # the environment variable is the option's default
+        monkeypatch.setenv(STORE_ENV, url)
+        assert [r["text"] for r in cli.json("rules", "alice")] == ["Use emojis."]
+    for bad in ("mysql://x", "persona.db"):
+        result = cli("--store", bad, "users")
+        assert result.exit_code == 2 and "unsupported store" in result.output
+
+
+def test_an_unreachable_server_is_a_typed_error_without_the_password(tmp_path):
+    url = "postgresql://me:s3cret@/persona?host=/nonexistent-socket-dir&connect_timeout=2"
+    with pytest.raises(StoreError, match="cannot connect") as caught:
+        MemoryStore(tmp_path, url=url)
+    assert "s3cret" not in str(caught.value) and "me:***@" in str(caught.value)
