@@ -58,11 +58,22 @@ class PostgresBackend:
 
     def __init__(self, url: str):
         self.location = redact(url)
+        self._url = url
+        self.conn = self._connect()
+
+    def _connect(self) -> Connection:
         try:
-            raw = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+            raw = psycopg.connect(self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to the store {self.location}: {exc}") from exc
-        self.conn = Connection(raw)
+        return Connection(raw)
+
+    def _live(self) -> Connection:
+        """The connection, opened afresh if the last one was lost (a server restart, a
+        dropped network): a long-lived replica outlives its sessions."""
+        if self.conn.raw.closed:
+            self.conn = self._connect()
+        return self.conn
 
     @contextlib.contextmanager
     def typed_errors(self) -> Iterator[None]:
@@ -77,20 +88,29 @@ class PostgresBackend:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Connection]:
         """One write transaction, serialized with every other writer of the database."""
-        with self.typed_errors(), self.conn.raw.transaction():
-            self.conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
-            yield self.conn
+        with self.typed_errors():
+            conn = self._live()
+            with conn.raw.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
+                yield conn
 
     def query(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        """A read; retried once on a new connection when the old one turns out lost
+        (a read is safe to repeat; a write is not, and is never retried)."""
         with self.typed_errors():
-            cursor = self.conn.execute(sql, params)
+            try:
+                cursor = self._live().execute(sql, params)
+            except psycopg.OperationalError:
+                if not self.conn.raw.closed:
+                    raise
+                cursor = self._live().execute(sql, params)
             return cursor.fetchall() if cursor.description else []
 
     def compact(self, tables: Sequence[str]) -> None:
         """``VACUUM FULL``: new files for the tables (and their TOAST and indexes), the
         old ones truncated at once, so no deleted tuple's bytes stay in ``base/``."""
         try:
-            self.conn.raw.execute(f"VACUUM FULL {', '.join(tables)}")
+            self._live().raw.execute(f"VACUUM FULL {', '.join(tables)}")
         except psycopg.Error as exc:
             raise StoreError(str(exc).strip()) from exc
 

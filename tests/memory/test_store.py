@@ -300,3 +300,20 @@ def test_an_unreachable_server_is_a_typed_error_without_the_password(tmp_path):
     with pytest.raises(StoreError, match="cannot connect") as caught:
         MemoryStore(tmp_path, url=url)
     assert "s3cret" not in str(caught.value) and "me:***@" in str(caught.value)
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="PostgreSQL only: a server session can be lost")
+def test_a_lost_server_session_is_reopened(tmp_path):
+    import os
+
+    from persona_sdk.memory.backends import STORE_ENV
+
+    store = MemoryStore(tmp_path)
+    store.add_memories("u", [rule("before", 1)])
+    pid = store.query("SELECT pg_backend_pid()")[0][0]
+    with psycopg.connect(os.environ[STORE_ENV], autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    assert store.users() == ["u"]  # a read is retried on a new session
+    store.add_memories("u", [rule("after", 2)])
+    assert [m.text for m in store.memories("u")] == ["before", "after"]
+    store.close()
