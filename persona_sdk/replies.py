@@ -126,35 +126,45 @@ def build_replies(
             candidates[i] = _candidates(texts, queries, scores, fluency, related, rows, config,
                                         met)  # fmt: skip
     reward_ms = (time.perf_counter() - score_start) * 1000
-    replies = []
-    for i, request in enumerate(requests):
-        row = candidates[i][0]["row"] if candidates[i] else i * best_of
-        state = gen.rows[row]
-        timings = {
-            "retrieve": request.retrieve_ms,
-            "ttft": gen.timings.get("ttft", 0.0) * 1000,
-            "generate": gen.timings.get("total", 0.0) * 1000,
-            "reward": reward_ms,
-            "total": (time.perf_counter() - started) * 1000,
-        }
-        for candidate in candidates[i]:
-            candidate.pop("row")
-        replies.append(Reply(
-            text=texts[row],
-            user_id=request.user_id,
-            used_rules=request.rules,
-            strength=request.plan.strength,
-            personalized=bool(request.rules) or request.has_pairs,
-            model=model,
-            finish_reason=state.finish_reason or "stop",
-            tokens=len(state.tokens),
-            reward=float(scores[row]),
-            candidates=candidates[i],
-            guard=decode.guard_report(row, texts[row]),
-            constraints=checks[row],
-            timings=timings,
-        ))  # fmt: skip
-    return replies
+    return [
+        _reply(decode, i, candidates[i], texts, scores, checks, model, reward_ms, started)
+        for i in range(len(requests))
+    ]
+
+
+def _reply(decode: Decode, i: int, candidates: list[dict], texts: list[str],
+           scores: np.ndarray, checks: list, model: str, reward_ms: float,
+           started: float) -> Reply:  # fmt: skip
+    """Request ``i``'s reply: its best candidate row (the only row without best-of)."""
+    request, gen = decode.requests[i], decode.gen
+    row = candidates[0]["row"] if candidates else i * decode.best_of
+    state = gen.rows[row]
+    timings = {
+        "retrieve": request.retrieve_ms,
+        "ttft": gen.timings.get("ttft", 0.0) * 1000,
+        "generate": gen.timings.get("total", 0.0) * 1000,
+        "reward": reward_ms,
+        "total": (time.perf_counter() - started) * 1000,
+    }
+    for candidate in candidates:
+        candidate.pop("row")
+    guard = decode.guard_report(row, texts[row])
+    based = bool(guard and guard["restarted"])  # the guard redid the reply on the base
+    return Reply(
+        text=texts[row],
+        user_id=request.user_id,
+        used_rules=request.rules,
+        strength=0.0 if based else request.plan.strength,
+        personalized=bool(request.rules) or (request.has_pairs and not based),
+        model=model,
+        finish_reason=state.finish_reason or "stop",
+        tokens=len(state.tokens),
+        reward=float(scores[row]),
+        candidates=candidates,
+        guard=guard,
+        constraints=checks[row],
+        timings=timings,
+    )
 
 
 def _candidates(

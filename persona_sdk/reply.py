@@ -18,7 +18,8 @@ class Reply:
         user_id: whose reply it is.
         used_rules: the rules put in the prompt, with their similarity to the request.
         strength: the guidance strength applied: the request's, else the user's default (0 with
-            no pairs, or when the model has no basis adapters).
+            no pairs, or when the model has no basis adapters; 0 when the guard dropped a
+            broken reply and the base model decoded it again).
         personalized: False when nothing of the user's shaped the reply.
         reward: the user's reward for the reply (the population default's for a new user).
         candidates: with ``best_of > 1``, every sampled candidate, best first (the reply

@@ -159,3 +159,21 @@ def test_a_reply_that_ends_broken_before_the_trip_wire_restarts_as_the_base(tiny
     report = guard.report(0, row.text.strip(), ASK)
     assert report["tripped"] and report["restarted"] and "empty" in report["reasons"]
     assert row.tokens == plain.tokens
+
+
+def test_a_reply_the_guard_redid_on_the_base_reports_strength_zero(tp, monkeypatch):
+    from persona_sdk.replies import Decode
+
+    add_pairs(tp.user("xia"))
+    original = Decode.guard_report
+
+    def restarted(self, row, text):
+        found = original(self, row, text)
+        return None if found is None else {**found, "tripped": True, "restarted": True}
+
+    monkeypatch.setattr(Decode, "guard_report", restarted)
+    reply = tp.generate("xia", "Explain black holes", strength=1.5, max_new_tokens=6)
+    assert reply.guard["restarted"] and reply.strength == 0.0 and not reply.personalized
+    monkeypatch.setattr(Decode, "guard_report", original)
+    reply = tp.generate("xia", "Explain black holes", strength=1.5, max_new_tokens=6)
+    assert reply.strength == 1.5 and reply.personalized
