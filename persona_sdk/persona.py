@@ -192,12 +192,18 @@ class Persona:
     def default_strength(self, user_id: str) -> float:
         """The guidance strength ``user_id`` gets when a request names none: 0 without
         basis adapters; else 1 with ``GenerationConfig.population_default``; else the share
-        of the user's posterior their own pairs determine (0 with no pairs, towards 1)."""
+        of the user's posterior their own pairs determine (0 with no pairs, towards 1),
+        divided by 1 + the contrasts where the probed reward contradicts what the user
+        revealed unanimously (their profile's flags: low confidence in the model)."""
         if not self.adapters.available():
             return 0.0
         if self.generation_config.population_default:
             return 1.0
-        return round(self.rewards.evidence(validate_user_id(user_id)), 4)
+        user_id = validate_user_id(user_id)
+        evidence = self.rewards.evidence(user_id)
+        if evidence == 0.0:
+            return 0.0
+        return round(evidence / (1 + self.rewards.contradiction_count(user_id)), 4)
 
     def _request(
         self, user_id: str, prompt: Prompt, params: SamplingParams, strength: float | None = None

@@ -64,3 +64,13 @@ def test_evidence_share_is_the_effective_number_of_parameters_over_k():
     assert evidence_share(turned, rotation @ prior @ rotation.T) == pytest.approx(
         evidence_share(post, prior)
     )
+
+
+def test_profile_contradictions_lower_the_default_strength(tp, monkeypatch):
+    add_pairs(tp.user("doubted"))
+    evidence = tp.rewards.evidence("doubted")
+    monkeypatch.setattr(tp.rewards, "contradiction_count", lambda user_id: 0)
+    assert tp.default_strength("doubted") == round(evidence, 4)
+    monkeypatch.setattr(tp.rewards, "contradiction_count", lambda user_id: 2)
+    assert tp.default_strength("doubted") == round(evidence / 3, 4)
+    assert tp.default_strength("nobody") == 0.0  # no pairs: no profile is even built
