@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,7 +220,7 @@ def build_app(data_dir: str | Path | None = None, *, replicas: int = 2, store: s
               model: str | None = None, embedder: str | Callable[[], Any] | None = None,
               device: str | None = None, dtype: str | None = None,
               config: ServeConfig | None = None, autoscaling: Mapping[str, Any] | None = None,
-              replica_cpus: float = 1.0, replica_gpus: float = 0.0,
+              replica_cpus: float = 1.0, replica_gpus: float | None = None,
               max_ongoing_requests: int | None = None,
               persona_options: Mapping[str, Any] | None = None):  # fmt: skip
     """The Ray Serve application: an :class:`Ingress` over ``replicas`` :class:`Engine`
@@ -234,8 +235,12 @@ def build_app(data_dir: str | Path | None = None, *, replicas: int = 2, store: s
     decoding per replica); without it, ``replicas`` is fixed. A replica takes up to
     ``max_ongoing_requests`` requests at once (default: the engine's rows plus its queue,
     so the engine's own 429 applies); beyond that, requests wait in the router's queue
-    (as long as an engine's), then get 429.
+    (as long as an engine's), then get 429. Each replica reserves ``replica_cpus`` and
+    ``replica_gpus`` (default: one GPU when ``device`` is ``cuda…``, else none; Ray then
+    gives each replica its own GPU).
     """
+    if replica_gpus is None:
+        replica_gpus = 1.0 if str(device or "").startswith("cuda") else 0.0
     config = config or ServeConfig()
     options = {"model": model, "embedder": embedder, "device": device, "dtype": dtype,
                "store": store, **(persona_options or {})}  # fmt: skip
@@ -273,12 +278,22 @@ def serve_replicas(data_dir: str | Path | None, config: ServeConfig, *, replicas
                    host: str = "127.0.0.1", port: int = 8000, model: str | None = None,
                    embedder: str | None = None, device: str | None = None,
                    dtype: str | None = None, store: str | None = None,
-                   autoscaling: Mapping[str, Any] | None = None) -> None:  # fmt: skip
+                   autoscaling: Mapping[str, Any] | None = None,
+                   replica_gpus: float | None = None) -> None:  # fmt: skip
     """``persona serve --replicas N``: :func:`run` with the options of ``persona serve``,
-    until interrupted (then Ray Serve drains and stops the replicas)."""
+    until SIGINT or SIGTERM; then Ray Serve lets in-flight replies finish (up to
+    ``config.drain_s``) and stops the replicas."""
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         run(data_dir, host=host, port=port, replicas=replicas, model=model, embedder=embedder,
             device=device, dtype=dtype, store=store, config=config, autoscaling=autoscaling,
-            blocking=True)  # fmt: skip
+            replica_gpus=replica_gpus, blocking=True)  # fmt: skip
+    except KeyboardInterrupt:
+        pass
     finally:
         serve.shutdown()
+        signal.signal(signal.SIGTERM, previous)
