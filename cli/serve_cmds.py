@@ -52,28 +52,61 @@ def serve(
                                    help="API key sent to the --engine."),
     engine_model: str = typer.Option(None, "--engine-model", help="The engine's base model "
                                      "(default: the first non-adapter model it lists)."),
+    replicas: int = typer.Option(0, "--replicas", min=0, help="Serve as N Ray Serve engine "
+                                 "replicas with user-affinity routing (pip install "
+                                 "'persona-sdk[cluster]'); 0: one engine in this process."),
+    max_replicas: int = typer.Option(0, "--max-replicas", min=0, help="With --replicas: "
+                                     "autoscale between 1 and this many replicas on queue "
+                                     "depth (0: a fixed count)."),
+    target_ongoing: int = typer.Option(16, "--target-ongoing", min=1, help="With "
+                                       "--max-replicas: requests queued or decoding per "
+                                       "replica that autoscaling aims for."),
 ) -> None:  # fmt: skip
-    """Serve the OpenAI-compatible chat API and the per-user endpoints (one engine)."""
-    import uvicorn
-
-    from persona_sdk.persona import Persona
+    """Serve the OpenAI-compatible chat API and the per-user endpoints: one engine in
+    this process, N Ray Serve replicas (--replicas), or a gateway to an engine (--engine)."""
     from persona_sdk.serving.engine import EngineConfig
     from persona_sdk.serving.state import ServeConfig
 
     if no_auth and not is_loopback(host):
         raise InvalidInputError(f"--no-auth is only allowed on a loopback address, not {host}")
+    if replicas and engine_spec:
+        raise InvalidInputError("give --replicas or --engine, not both")
+    if max_replicas and not replicas:
+        raise InvalidInputError("--max-replicas needs --replicas")
+    engine = EngineConfig(max_waiting=max_waiting, max_rows=max_rows,
+                          prefill_tokens=prefill_tokens, torch_threads=threads)  # fmt: skip
+    config = ServeConfig(no_auth=no_auth, require_user=require_user, user_header=user_header,
+                         max_body_bytes=max_body_bytes, drain_s=drain, engine=engine)  # fmt: skip
+    settings = ctx.obj
+    if replicas:
+        from persona_sdk.serving.cluster import serve_replicas
+
+        autoscaling = None
+        if max_replicas:
+            autoscaling = {"min_replicas": 1, "max_replicas": max(max_replicas, replicas),
+                           "target_ongoing_requests": target_ongoing}  # fmt: skip
+        serve_replicas(settings.data, config, replicas=replicas, host=host, port=port,
+                       model=settings.model, embedder=settings.embedder, device=settings.device,
+                       dtype=dtype, store=settings.store, autoscaling=autoscaling)  # fmt: skip
+        return
+    _serve_here(settings, config, dtype, host, port, engine_spec, engine_key, engine_model)
+
+
+def _serve_here(settings, config, dtype: str | None, host: str, port: int,
+                engine_spec: str | None, engine_key: str | None,
+                engine_model: str | None) -> None:  # fmt: skip
+    """One uvicorn process: the local engine, or the gateway to ``engine_spec``."""
+    import uvicorn
+
+    from persona_sdk.persona import Persona
+
     upstream = None
     if engine_spec:  # checked before the data dir is opened
         from persona_sdk.serving.gateway_client import engine_url
 
         upstream = engine_url(engine_spec)
-    settings = ctx.obj
     persona = Persona.open(settings.data, model=settings.model, embedder=settings.embedder,
-                           device=settings.device, dtype=dtype)  # fmt: skip
-    engine = EngineConfig(max_waiting=max_waiting, max_rows=max_rows,
-                          prefill_tokens=prefill_tokens, torch_threads=threads)  # fmt: skip
-    config = ServeConfig(no_auth=no_auth, require_user=require_user, user_header=user_header,
-                         max_body_bytes=max_body_bytes, drain_s=drain, engine=engine)  # fmt: skip
+                           device=settings.device, dtype=dtype, store=settings.store)  # fmt: skip
     if upstream:
         from persona_sdk.serving.gateway import create_gateway_app
         from persona_sdk.serving.gateway_client import EngineClient
@@ -84,7 +117,7 @@ def serve(
         from persona_sdk.serving.app import create_app
 
         server = create_app(persona, config)
-    uvicorn.run(server, host=host, port=port, timeout_graceful_shutdown=int(drain) + 1,
+    uvicorn.run(server, host=host, port=port, timeout_graceful_shutdown=int(config.drain_s) + 1,
                 log_level="info")  # fmt: skip
 
 

@@ -62,8 +62,9 @@ def find_bin_dir() -> Path | None:
 class PostgresServer:
     """One cluster in a temp dir: :attr:`data` (its files) and :meth:`url` per database."""
 
-    def __init__(self, bin_dir: Path):
+    def __init__(self, bin_dir: Path, settings: dict[str, str] | None = None):
         self.bin_dir = bin_dir
+        self.settings = {**SETTINGS, **(settings or {})}  # e.g. fsync on, for a benchmark
         self.root = Path(tempfile.mkdtemp(prefix="persona-pg-"))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
@@ -85,7 +86,7 @@ class PostgresServer:
             os.chown(self.root, owner.pw_uid, owner.pw_gid)
         self._run("initdb", "-D", str(self.data), "-U", SERVER_USER, "--auth=trust",
                   "--encoding=UTF8", "--locale=C", "--no-sync")  # fmt: skip
-        options = " ".join(f"-c {k}={v}" for k, v in SETTINGS.items())
+        options = " ".join(f"-c {k}={v}" for k, v in self.settings.items())
         options += f" -k {self.root}"
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w",
                   "start")  # fmt: skip

@@ -287,6 +287,10 @@ def serve_replicas(data_dir: str | Path | None, config: ServeConfig, *, replicas
     def interrupt(*_: object) -> None:
         raise KeyboardInterrupt
 
+    import ray
+
+    if not ray.is_initialized():  # first: Ray's start installs its own SIGTERM handler
+        ray.init(include_dashboard=False)
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         run(data_dir, host=host, port=port, replicas=replicas, model=model, embedder=embedder,

@@ -92,3 +92,29 @@ def test_sigkill_loses_no_acknowledged_write_and_sigterm_drains(tmp_path, tiny_m
     report = json.loads(doctor.stdout)
     assert doctor.returncode == 0 and report["ok"], doctor.stdout
     assert all(r.startswith("index:") for r in report["repairs"])  # derived files only
+
+
+@pytest.mark.integration  # the replicas are Ray workers: they load the default embedder
+def test_serve_replicas_from_the_cli_answers_and_stops_on_sigterm(tmp_path, tiny_model_dir):
+    pytest.importorskip("ray")
+    proc, url = spawn(tmp_path / "data", ["--model", str(tiny_model_dir)],
+                      ["--no-auth", "--replicas", "1", "--threads", "1"], timeout=300)  # fmt: skip
+    try:
+        body = {"model": "persona", "user": "ann", "max_tokens": 3, "temperature": 0,
+                "messages": [{"role": "user", "content": "Hi"}]}  # fmt: skip
+        r = httpx.post(url + "/v1/chat/completions", json=body, timeout=120)
+        assert r.status_code == 200 and r.headers["X-Persona-Replica"]
+        assert r.json()["choices"][0]["message"]["role"] == "assistant"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(120) == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--replicas", "2", "--engine", "openai://127.0.0.1:9"], "--replicas or --engine"),
+    (["--max-replicas", "3"], "--max-replicas needs --replicas"),
+])  # fmt: skip
+def test_serve_refuses_contradictory_scale_options(tmp_path, args, message):
+    done = subprocess.run(persona_command("--data", str(tmp_path), "serve", *args),
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and message in done.stderr + done.stdout
