@@ -39,10 +39,11 @@ def parse_shots(text: str) -> tuple[int, ...]:
     return shots
 
 
-def _run_eval(ctx: typer.Context, run, config, plot: Path | None, plotter, json_: bool, check=None):
-    """Run an eval under a progress bar and write its plot; print its JSON when asked.
-    ``check(persona, config)`` validates first, so a bad option fails before any bar.
-    Returns the result, or None once the JSON is printed."""
+def _run_eval(ctx: typer.Context, run, config, plot: Path | None, plotter, json_: bool,
+              check=None, out: Path | None = None):  # fmt: skip
+    """Run an eval under a progress bar, write its plot and its full result (``out``);
+    print its JSON when asked. ``check(persona, config)`` validates first, so a bad option
+    fails before any bar. Returns the result, or None once the JSON is printed."""
     from persona_sdk.evals.plots import png_path
 
     if plot is not None:
@@ -54,6 +55,8 @@ def _run_eval(ctx: typer.Context, run, config, plot: Path | None, plotter, json_
             result = run(persona, config, progress)
     if plot is not None:
         plotter(result, plot)
+    if out is not None:
+        result.save(out)
     if json_:
         emit_json(result.to_dict())
         return None
@@ -305,11 +308,9 @@ def rules(
         phrasings=validate_int(phrasings, "phrasings", low=0, high=len(PHRASINGS))
         or len(PHRASINGS),
     )
-    result = _run_eval(ctx, run_rules_eval, config, plot, plot_rules_eval, json_)
+    result = _run_eval(ctx, run_rules_eval, config, plot, plot_rules_eval, json_, out=out)
     if result is None:
         return
-    if out is not None:
-        result.save(out)
     _rules_tables(result)
     if plot is not None:
         err_console.print(f"plot written to {plot}")

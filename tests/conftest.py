@@ -41,6 +41,9 @@ from tests.helpers import (
 
 GUARD = ModelFileGuard(embedded_model_roots())
 REAL_MODELS = os.environ.get("PERSONA_TEST_MODELS") == "real"
+# PERSONA_TEST_DEVICE=cuda runs the tiny model's tests on a GPU (to catch tensors left on
+# the CPU); CI and `make test` use the CPU.
+TEST_DEVICE = os.environ.get("PERSONA_TEST_DEVICE", "cpu")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -214,7 +217,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 def tiny_host(tiny_model_dir):
     from persona_sdk.decoding.models import load_model
 
-    return load_model(str(tiny_model_dir), device="cpu")
+    return load_model(str(tiny_model_dir), device=TEST_DEVICE)
 
 
 @pytest.fixture
@@ -238,7 +241,7 @@ def built(tmp_path_factory, tiny_model_dir, world, basis):
     from persona_sdk.decoding.models import load_model
 
     out = tmp_path_factory.mktemp("basis-adapters")
-    host = load_model(str(tiny_model_dir), device="cpu", shared=False)
+    host = load_model(str(tiny_model_dir), device=TEST_DEVICE, shared=False)
     config = BuildConfig(
         lora=LoraSpec(rank=2, alpha=4.0), dpo=DPOConfig(steps=2, batch_pairs=2, learning_rate=0.05)
     )

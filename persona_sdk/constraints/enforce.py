@@ -28,8 +28,8 @@ import torch
 from persona_sdk.constraints import counting
 from persona_sdk.constraints.masks import TokenTable, is_word_char, token_table
 from persona_sdk.constraints.plan import CLOSING_STEPS, RowPlan, build_plan
-from persona_sdk.constraints.structure import StructuredRow
-from persona_sdk.constraints.types import Constraint
+from persona_sdk.constraints.structure import LONGEST_JSON_CLOSER, StructuredRow
+from persona_sdk.constraints.types import Constraint, JsonOnly
 from persona_sdk.decoding.loop import LogitsProcessor, RowState
 
 _ENDED = re.compile(r"[.!?…][\"'”’)\]*_]*\s*$")
@@ -71,6 +71,8 @@ class RowEnforcer:
         self.reserve = self.tail_tokens + CLOSING_STEPS if worst or plan.limited else 0
         if plan.structure is not None:  # room for a closer ("\"}]}") or the last item
             self.reserve = max(self.reserve, _STRUCTURE_RESERVE)
+            if isinstance(plan.structure, JsonOnly):  # ... or the required key itself
+                self.reserve = max(self.reserve, len(table.encode(LONGEST_JSON_CLOSER)) + 1)
 
     # -- per step ---------------------------------------------------------------------
 

@@ -22,13 +22,22 @@ from persona_sdk.constraints.types import JsonOnly, ListFormat
 _ITEM = r"[^\s][^\n]*"
 _CLOSERS = ('}', '"}', ']}', '"]}', '}}', '"}}', '}]}', '"}]}', ' ""}', '""}', '": ""}', '0}',
             ']', '"]', '}]', '"}]')  # fmt: skip
+# When none of _CLOSERS completes a JSON row (the required key not written yet, or half
+# typed), a closer is a state fixer (end a string, a key half typed, a separator) then a
+# tail that writes whatever of the required key and an empty value is still missing.
+_KEY = "answer"
+_HEADS = ("", '"', "]", "}", " ", ",", '":', *(_KEY[k:] + '"' for k in range(1, len(_KEY))))
+_TAILS = ("}", '"}', ': ""}', ':""}', ' ""}', '""}', f'"{_KEY}": ""}}', f'"{_KEY}":""}}',
+          f' "{_KEY}": ""}}', f', "{_KEY}": ""}}', f',"{_KEY}":""}}')  # fmt: skip
+# The longest closer a JSON row may need (from "{": the required key and an empty value).
+LONGEST_JSON_CLOSER = f' "{_KEY}": ""}}'
 _LOCK = threading.Lock()
 # An object with the reply under "answer" (more keys allowed): a bare "{}" is valid JSON
 # but no answer, and a 135M model under {"type": "object"} mostly wrote just that.
 JSON_SCHEMA = {
     "type": "object",
-    "properties": {"answer": {"type": "string"}},
-    "required": ["answer"],
+    "properties": {_KEY: {"type": "string"}},
+    "required": [_KEY],
 }
 
 
@@ -96,18 +105,36 @@ class StructuredRow:
         self.failed = self.matcher.is_error()
 
     def closer(self) -> list[int] | None:
-        """The shortest forced ending the grammar accepts and then is complete, if any."""
+        """The shortest forced ending the grammar accepts and then is complete, if any:
+        one of the usual closers, else (JSON) the shortest fixer and tail."""
         best: list[int] | None = None
         for text in _CLOSERS:
             ids = self.table.encode(text)
             if best is not None and len(ids) >= len(best):
                 continue
-            probe = self.matcher.deep_copy()
-            if probe.validate_tokens(ids) != len(ids):
-                continue
-            probe.consume_tokens(ids)
-            if probe.is_accepting():
+            if self._completes(ids) is True:
                 best = ids
+        if best is None and not self.is_list:
+            best = self._search_closer()
+        return best
+
+    def _completes(self, ids: list[int]) -> bool | None:
+        """True: the grammar takes ``ids`` and is then complete; False: it takes them but
+        wants more; None: it refuses them."""
+        probe = self.matcher.deep_copy()
+        if probe.validate_tokens(ids) != len(ids):
+            return None
+        probe.consume_tokens(ids)
+        return probe.is_accepting()
+
+    def _search_closer(self) -> list[int] | None:
+        """The shortest head + tail (:data:`_HEADS`, :data:`_TAILS`) that completes it."""
+        best: list[int] | None = None
+        for head in _HEADS:
+            for tail in _TAILS:
+                ids = self.table.encode(head + tail)
+                if (best is None or len(ids) < len(best)) and self._completes(ids) is True:
+                    best = ids
         return best
 
     def items_done(self, text: str) -> int:

@@ -216,7 +216,7 @@ def _targets(result: RulesEvalResult) -> dict:
     """The issue's bars, each with its value and whether it is met."""
     po, en = result.conditions["prompt only"], result.conditions["enforced"]
     worst = min(v["enforced"] for v in result.per_type.values())
-    speed = (en["row_steps_per_s"] or 0) / (po["row_steps_per_s"] or 1)
+    speed = (en["tokens_per_s"] or 0) / (po["tokens_per_s"] or 1)  # emitted tokens, as asked
     return {
         "min_enforced_compliance": {"value": worst, "target": 0.95, "met": worst >= 0.95},
         "degenerate_rate_delta": {"value": en["degenerate_rate"] - po["degenerate_rate"],

@@ -96,7 +96,7 @@ ASK = "How can I sleep better?"
 def _scripted(tiny_host, **guard_config):
     script = tiny_host.tokenizer.encode("-\n" * 8, add_special_tokens=False)
     prompt = tiny_host.chat_ids([{"role": "user", "content": ASK}])
-    guard = DecodeGuard([1.0], [ASK], GuardConfig(kl_budget=None, **guard_config))
+    guard = DecodeGuard([1.0], [ASK], GuardConfig(kl_budget=None, **guard_config), tiny_host.device)
     forward = _ScriptedAdapter(tiny_host, guard, script)
     gen = BatchGeneration(tiny_host, [prompt], SamplingParams(max_new_tokens=24), forward, [guard])
     return script, prompt, guard, forward, gen
@@ -152,7 +152,7 @@ def test_a_reply_that_ends_broken_before_the_trip_wire_restarts_as_the_base(tiny
     script = tiny_host.tokenizer.encode("-\n" * 8, add_special_tokens=False)
     prompt = tiny_host.chat_ids([{"role": "user", "content": ASK}])
     budget = SamplingParams(max_new_tokens=3)  # cut after one or two empty items: no repeat yet
-    guard = DecodeGuard([1.0], [ASK], GuardConfig(kl_budget=None))
+    guard = DecodeGuard([1.0], [ASK], GuardConfig(kl_budget=None), tiny_host.device)
     forward = _ScriptedAdapter(tiny_host, guard, script)
     row = BatchGeneration(tiny_host, [prompt], budget, forward, [guard]).run()[0]
     plain = BatchGeneration(tiny_host, [prompt], budget).run()[0]
