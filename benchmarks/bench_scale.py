@@ -141,7 +141,7 @@ def replicas_run(data: str, users: list[str], replicas: int, rounds: int, tokens
     ready_s = time.perf_counter() - started
     url = f"http://127.0.0.1:{port}"
     try:
-        chat_round(url, users, -1, 4)  # warm-up: every user gets a home, adapters load
+        warm = chat_round(url, users, -1, 4)  # every user gets a home, adapters load
         served, start = [], time.perf_counter()
         for round_ in range(rounds):
             served += chat_round(url, users, round_, tokens)
@@ -156,7 +156,7 @@ def replicas_run(data: str, users: list[str], replicas: int, rounds: int, tokens
         "completion_tokens": completion,
         "tokens_per_s": completion / seconds,
         "requests_per_s": len(served) / seconds,
-        "warm_route_hit_rate": hit_rate(served),
+        "warm_route_hit_rate": hit_rate(warm + served),  # the warm-up's replica is home
         "replicas_used": len({r for _, r, _ in served}),
     }
 
