@@ -87,6 +87,7 @@ class MemoryStore:
         self.closed = False
         try:
             self._migrate()
+            self.backend.check_on_open()
         except BaseException:
             self.backend.close()
             raise

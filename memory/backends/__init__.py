@@ -40,6 +40,9 @@ class Backend(Protocol):
 
     def integrity(self) -> tuple[str, str, str]: ...
 
+    def check_on_open(self) -> None:
+        """After migration: find damage early, so writes into a damaged store are refused."""
+
     def damage_advice(self) -> str: ...
 
     def close(self) -> None: ...

@@ -125,6 +125,9 @@ class PostgresBackend:
         )
         return "postgres", "ok", detail
 
+    def check_on_open(self) -> None:
+        """Nothing: the server checks its own pages (``amcheck``, ``pg_checksums``)."""
+
     def damage_advice(self) -> str:
         return f"check the server behind {self.location}"
 

@@ -19,6 +19,9 @@ from persona_sdk.errors import DataDirError, StoreError
 from persona_sdk.memory.backends.dialect import SQLITE
 from persona_sdk.memory.schema import DB_FILENAME, MIGRATIONS
 
+CHECK_ON_OPEN_MAX_BYTES = 64 << 20  # quick_check reads the whole file: tens of ms below this
+_DAMAGE_SIGNS = ("malformed", "not a database", "corrupt")
+
 
 class Connection(sqlite3.Connection):
     """A sqlite3 connection that names its dialect (lexical SQL differs per backend)."""
@@ -56,6 +59,7 @@ class SQLiteBackend:
             raise StoreError(f"{self.path} is not a usable persona database: {exc}") from exc
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
+        self.damage: str | None = None  # once found, writes are refused (nothing lands in it)
 
     @contextlib.contextmanager
     def typed_errors(self) -> Iterator[None]:
@@ -65,13 +69,31 @@ class SQLiteBackend:
         except self.bug_errors:
             raise
         except sqlite3.DatabaseError as exc:
+            if any(sign in str(exc).lower() for sign in _DAMAGE_SIGNS):
+                self.damage = str(exc)
             raise StoreError(
                 f"{self.path}: {exc} (the database may be damaged; run `persona doctor`)"
             ) from exc
 
+    def check_on_open(self) -> None:
+        """``PRAGMA quick_check`` of a file up to :data:`CHECK_ON_OPEN_MAX_BYTES` (a bigger
+        one is marked damaged when a read first meets a bad page)."""
+        if self.path.stat().st_size > CHECK_ON_OPEN_MAX_BYTES:
+            return
+        with contextlib.suppress(StoreError):  # a read that fails marks the damage itself
+            _check, status, detail = self.integrity()
+            if status != "ok":
+                self.damage = detail
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """One write transaction; the caller holds the store lock."""
+        """One write transaction; the caller holds the store lock. A damaged file takes
+        no writes: they could land beside broken pages and be lost with them."""
+        if self.damage is not None:
+            raise StoreError(
+                f"{self.path} is damaged ({self.damage}); writes are refused until it is "
+                "restored from a backup (`persona doctor` shows the damage)"
+            )
         conn = self.conn
         with self.typed_errors():
             conn.execute("BEGIN IMMEDIATE")

@@ -247,6 +247,8 @@ def test_d1_a_garbled_database_is_reported_not_a_traceback(tmp_path, tiny_host, 
                      lambda: list(persona.export_user("alice"))):  # fmt: skip
             with contextlib.suppress(PersonaError):
                 call()
+        with pytest.raises(StoreError, match="writes are refused"):
+            persona.user("alice").add_rule("Mention tide tables.")  # nothing lands in it
 
 
 def test_d2_an_emptied_database_keeps_the_index_files(tmp_path, tiny_host, embedder, basis):
