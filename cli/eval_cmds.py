@@ -276,8 +276,29 @@ def generation(
         table.add_row(m["method"], f"{m['mean']:.4f} ± {m['ci95']:.4f}",
                       f"{pool['mean']:.4f} ± {pool['ci95']:.4f}", shown)  # fmt: skip
     console.print(table)
+    _generation_quality(result)
     if plot is not None:
         err_console.print(f"plot written to {plot}")
+
+
+def _generation_quality(result) -> None:
+    """The quality guards beside each method's quality-adjusted utility, then the bars."""
+    table = Table(title="quality of the replies, and utility where broken replies score the base's")
+    for column in ("method", "degenerate", "base NLL/token", "relevance", "words",
+                   "quality-adjusted utility"):  # fmt: skip
+        table.add_column(column, justify="right")
+    for m in result.methods:
+        q, adjusted = m["quality"], m["quality_adjusted"]
+        nll = "—" if q["nll_per_token"] is None else f"{q['nll_per_token']:.3f}"
+        utility = f"{adjusted['mean']:.4f} ± {adjusted['ci95']:.4f}"
+        table.add_row(m["method"], f"{q['degenerate_rate']:.3f}", nll, f"{q['relevance']:.3f}",
+                      f"{q['words']:.1f}", utility)  # fmt: skip
+    console.print(table)
+    for name, bar in result.targets.items():
+        value = bar["value"] if isinstance(bar["value"], bool) else f"{bar['value']:+.3f}"
+        console.print(
+            f"{name}: {value} (target {bar['target']}) {'met' if bar['met'] else 'NOT met'}"
+        )
 
 
 @evaluation.command("rules")

@@ -5,6 +5,11 @@ Each user states the rules of their strongest preferences (``oracle_rules``) and
 ``shots`` pairs on train prompts; replies are to held-out prompts. Utility is the
 simulator's ``weights · attributes`` of the reply text.
 
+Beside every utility, the quality guards of each method's replies: degenerate rate,
+the base model's NLL per token (the reply after the plain prompt: no rules), relevance to
+the request, and words; and the *quality-adjusted* utility, where a degenerate reply
+scores the user's utility of the base reply to that prompt, never more.
+
 Two views of it are reported. *Utility* is that number as is. *Utility over the pool* is
 it minus the user's mean utility of the prompt's pool replies. Bradley–Terry choices only
 see differences between replies to one prompt, so a user's utility is identified only up
@@ -20,7 +25,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from persona_sdk.adapters.build import is_held_out
+from persona_sdk.adapters.dpo import prompt_ids
 from persona_sdk.evals.adapters import ci95
+from persona_sdk.quality import degenerate_reasons, relevance, score_replies
 from persona_sdk.simulation.users import attribute_vector, calibrate_beta, make_reward_population
 from persona_sdk.simulation.world import RewardWorld, bt_labels
 
@@ -56,6 +63,7 @@ class GenerationEvalResult:
     # name, mean, ci95, per-user means, and the same under "over_pool"
     methods: list[dict] = field(default_factory=list)
     gains: dict = field(default_factory=dict)  # full pipeline minus each other method, paired
+    targets: dict = field(default_factory=dict)  # issue 18's quality bars for the full pipeline
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -64,6 +72,7 @@ class GenerationEvalResult:
             m["method"]: {
                 "utility": _separate(full, m),
                 "over_pool": _separate(full["over_pool"], m["over_pool"]),
+                "quality_adjusted": _separate(full["quality_adjusted"], m["quality_adjusted"]),
             }
             for m in self.methods
             if m["method"] in ("base", "rules only")
@@ -117,7 +126,8 @@ def _replies(persona, requests, strength: float, best_of: int, config, seed: int
 
 
 def run_generation_eval(persona, config: GenerationEvalConfig, progress=None):
-    """Every method's mean true utility, with 95% CIs over users; ``progress``: rich."""
+    """Every method's mean true utility, with 95% CIs over users, and its quality;
+    ``progress``: rich."""
     world = RewardWorld.build(persona.rewards.featurizer)
     rng = np.random.default_rng(config.seed)
     held_out = [p for p in world.prompts if is_held_out(p)]
@@ -129,43 +139,118 @@ def run_generation_eval(persona, config: GenerationEvalConfig, progress=None):
     pool = world.replies_of(np.array([world.prompts.index(p) for p in prompts]))
     reference = np.stack([utility[replies].mean(0) for replies in pool])  # (prompts, users)
     task = progress.add_task("eval generation", total=config.users) if progress else None
-    raw = {name: [] for name, *_ in METHODS}
-    over_pool = {name: [] for name, *_ in METHODS}
-    base_texts = None
-    n = len(prompts)
+    tally = _Tally(prompts, reference)
     for start in range(0, config.users, config.users_per_batch):
         chunk = range(start, min(start + config.users_per_batch, config.users))
         ids = {u: _onboard(persona, world, users[u], utility[:, u], thresholds[u], train_ids,
                            config, rng) for u in chunk}  # fmt: skip
         for name, rules, strength, best_of in METHODS:
             if name == "base":  # the base reply does not depend on the user
-                if base_texts is None:
+                if tally.base_texts is None:
                     requests = [(ids[start][False], p) for p in prompts]
-                    base_texts = _replies(persona, requests, 0.0, 1, config, 0)
-                texts = base_texts * len(chunk)
+                    tally.set_base(_replies(persona, requests, 0.0, 1, config, 0))
+                texts = tally.base_texts * len(chunk)
             else:
                 requests = [(ids[u][rules], p) for u in chunk for p in prompts]
                 texts = _replies(persona, requests, strength, best_of, config,
                                  config.seed + start)  # fmt: skip
+            n = len(prompts)
             for i, u in enumerate(chunk):
-                mine = texts[i * n : (i + 1) * n]
-                attrs = np.stack([attribute_vector(t, p) for t, p in zip(mine, prompts)])
-                values = attrs @ users[u].weights
-                raw[name].append(float(values.mean()))
-                over_pool[name].append(float((values - reference[:, u]).mean()))
+                tally.add(name, users[u].weights, u, texts[i * n : (i + 1) * n])
         for u in chunk:
             for stored in ids[u].values():
                 persona.user(stored).forget()
             if task is not None:
                 progress.advance(task)
+    return _result(persona, config, tally)
+
+
+class _Tally:
+    """Per method and user: mean utility, over the pool and quality-adjusted; every reply
+    text (for the quality measures at the end)."""
+
+    def __init__(self, prompts: list[str], reference: np.ndarray):
+        self.prompts, self.reference = prompts, reference
+        self.base_texts: list[str] | None = None
+        self.base_attrs: np.ndarray | None = None
+        names = [name for name, *_ in METHODS]
+        self.raw, self.over_pool, self.adjusted = ({n: [] for n in names} for _ in range(3))
+        self.texts: dict[str, list[str]] = {n: [] for n in names}
+
+    def set_base(self, texts: list[str]) -> None:
+        self.base_texts = texts
+        self.base_attrs = self._attributes(texts)
+
+    def _attributes(self, texts: list[str]) -> np.ndarray:
+        return np.stack([attribute_vector(t, p) for t, p in zip(texts, self.prompts)])
+
+    def add(self, name: str, weights: np.ndarray, user: int, texts: list[str]) -> None:
+        values = self._attributes(texts) @ weights
+        base_values = self.base_attrs @ weights
+        broken = np.array([bool(degenerate_reasons(t, p)) for t, p in zip(texts, self.prompts)])
+        self.raw[name].append(float(values.mean()))
+        self.over_pool[name].append(float((values - self.reference[:, user]).mean()))
+        self.adjusted[name].append(float(np.where(broken, base_values, values).mean()))
+        self.texts[name].extend(texts)
+
+
+def _quality(persona, prompts: list[str], texts: dict[str, list[str]]) -> dict[str, dict]:
+    """Per method: degenerate rate, base NLL per token after the plain prompt, relevance,
+    words; each distinct reply scored once."""
+    host = persona.host
+    asked = {m: [prompts[i % len(prompts)] for i in range(len(t))] for m, t in texts.items()}
+    unique = list(dict.fromkeys((p, t) for m in texts for p, t in zip(asked[m], texts[m])))
+    related = relevance(persona.embedder.encode, [p for p, _ in unique], [t for _, t in unique])
+    plain = {p: prompt_ids(host, p, persona.generation_config.system_prompt) for p in prompts}
+    replies = [host.tokenizer.encode(t, add_special_tokens=False) for _, t in unique]
+    logp = score_replies(host.model, [plain[p] for p, _ in unique], replies,
+                         pad_id=host.tokenizer.pad_token_id or 0)  # fmt: skip
+    scored = {key: (float(r), -float(lp)) for key, r, lp in zip(unique, related, logp)}
+    out = {}
+    for method, replies_of in texts.items():
+        keys = list(zip(asked[method], replies_of))
+        nll = [scored[k][1] for k in keys if np.isfinite(scored[k][1])]
+        out[method] = {
+            "degenerate_rate": float(np.mean([bool(degenerate_reasons(t, p)) for p, t in keys])),
+            "nll_per_token": float(np.mean(nll)) if nll else None,
+            "relevance": float(np.mean([scored[k][0] for k in keys])),
+            "words": float(np.mean([len(t.split()) for _, t in keys])),
+        }
+    return out
+
+
+def _result(persona, config: GenerationEvalConfig, tally: _Tally) -> GenerationEvalResult:
+    quality = _quality(persona, tally.prompts, tally.texts)
     result = GenerationEvalResult(persona.host.name, asdict(config))
-    for name in raw:
-        result.methods.append({"method": name, **_summary(raw[name]),
-                               "over_pool": _summary(over_pool[name])})  # fmt: skip
-    full = np.array(raw[FULL_PIPELINE])
-    for name, values in raw.items():
+    for name in tally.raw:
+        result.methods.append({"method": name, **_summary(tally.raw[name]),
+                               "over_pool": _summary(tally.over_pool[name]),
+                               "quality_adjusted": _summary(tally.adjusted[name]),
+                               "quality": quality[name]})  # fmt: skip
+    full = np.array(tally.raw[FULL_PIPELINE])
+    for name, values in tally.raw.items():
         if name != FULL_PIPELINE:
             diff = full - np.array(values)
             result.gains[name] = {"mean": float(diff.mean()), "ci95": ci95(diff),
                                   "users_better": int((diff > 0).sum())}  # fmt: skip
+    result.targets = _targets(result)
     return result
+
+
+def _targets(result: GenerationEvalResult) -> dict:
+    """Issue 18's bars for the full pipeline against the base (and rules only)."""
+    by = {m["method"]: m for m in result.methods}
+    full, base, rules = by[FULL_PIPELINE], by["base"], by["rules only"]
+    fq, bq = full["quality"], base["quality"]
+    degenerate = fq["degenerate_rate"] - bq["degenerate_rate"]
+    nll = (fq["nll_per_token"] or 0.0) - (bq["nll_per_token"] or 0.0)
+    related = fq["relevance"] - bq["relevance"]
+    above_base = _separate(full["quality_adjusted"], base["quality_adjusted"])
+    above_rules = _separate(full["quality_adjusted"], rules["quality_adjusted"])
+    return {
+        "degenerate_rate_delta": {"value": degenerate, "target": 0.01, "met": degenerate <= 0.01},
+        "nll_per_token_delta": {"value": nll, "target": 0.25, "met": nll <= 0.25},
+        "relevance_delta": {"value": related, "target": -0.02, "met": related >= -0.02},
+        "adjusted_above_base": {"value": above_base, "target": True, "met": above_base},
+        "adjusted_above_rules_only": {"value": above_rules, "target": True, "met": above_rules},
+    }

@@ -106,13 +106,14 @@ def plot_adapter_eval(result, path: str | Path) -> Path:
 
 
 def plot_generation_eval(result, path: str | Path) -> Path:
-    """Mean true utility per generation method, as is and over the pool, ±95% CI over users."""
+    """Mean true utility per generation method, as is and quality-adjusted (±95% CI over
+    users), and each method's degenerate rate."""
     path = png_path(path)
-    figure, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    figure, axes = plt.subplots(1, 3, figsize=(18, 4.8))
     names = [m["method"] for m in result.methods]
     colors = ["tab:gray", "tab:orange"] + ["tab:blue"] * 3 + ["tab:green"] * 2
-    views = (("utility", result.methods),
-             ("utility over the pool", [m["over_pool"] for m in result.methods]))  # fmt: skip
+    adjusted = [m["quality_adjusted"] for m in result.methods]
+    views = (("utility", result.methods), ("quality-adjusted utility", adjusted))
     for axis, (label, stats) in zip(axes, views):
         means = [s["mean"] for s in stats]
         axis.bar(range(len(names)), means, yerr=[s["ci95"] for s in stats], color=colors,
@@ -123,6 +124,11 @@ def plot_generation_eval(result, path: str | Path) -> Path:
         axis.set_ylim(low - 0.1 * (high - low), high + 0.1 * (high - low))
         axis.set(ylabel=f"mean true {label}")
         axis.grid(alpha=0.3, axis="y")
+    rates = [m["quality"]["degenerate_rate"] for m in result.methods]
+    axes[2].bar(range(len(names)), rates, color=colors, alpha=0.85)
+    axes[2].set_xticks(range(len(names)), names, rotation=25, ha="right", fontsize=8)
+    axes[2].set(ylabel="degenerate replies (share)")
+    axes[2].grid(alpha=0.3, axis="y")
     users, prompts = result.config["users"], result.config["prompts"]
     figure.suptitle(f"generation methods ({users} users × {prompts} held-out prompts, "
                     "±95% CI over users)")  # fmt: skip

@@ -129,7 +129,29 @@ def test_eval_generation_compares_every_method(adapter_cli, tmp_path):
     np.testing.assert_allclose(offsets, np.broadcast_to(offsets[0], offsets.shape), atol=1e-9)
     assert offsets[0][0] != offsets[0][1]
     assert set(out["full_beats_with_separate_cis"]) == {"base", "rules only"}
-    assert set(out["full_beats_with_separate_cis"]["base"]) == {"utility", "over_pool"}
+    assert set(out["full_beats_with_separate_cis"]["base"]) == {
+        "utility",
+        "over_pool",
+        "quality_adjusted",
+    }
+    for m in out["methods"]:  # quality beside every utility; broken replies score the base's
+        assert set(m["quality"]) == {"degenerate_rate", "nll_per_token", "relevance", "words"}
+        assert (
+            0.0 <= m["quality"]["degenerate_rate"] <= 1.0
+            and len(m["quality_adjusted"]["per_user"]) == 3
+        )
+    base_q = next(m for m in out["methods"] if m["method"] == "base")
+    assert (
+        base_q["quality_adjusted"]["per_user"] == base_q["per_user"]
+        or base_q["quality"]["degenerate_rate"] > 0
+    )
+    assert set(out["targets"]) == {
+        "degenerate_rate_delta",
+        "nll_per_token_delta",
+        "relevance_delta",
+        "adjusted_above_base",
+        "adjusted_above_rules_only",
+    }
     assert plot.read_bytes()[:4] == b"\x89PNG"
     assert adapter_cli.json("users") == []  # the simulated users are forgotten afterwards
     assert_error(adapter_cli("eval", "generation", "--users", "1"), "users must be between 2")
