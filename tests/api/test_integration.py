@@ -70,3 +70,14 @@ def test_demo_on_the_embedded_model():
     assert all(r["used_rules"] for rs in by_user.values() for r in rs)
     pairs = zip(by_user["ana"], by_user["ben"])
     assert sum(a["text"] != b["text"] for a, b in pairs) >= 2
+
+
+def test_the_readme_quickstarts_alice_gets_a_one_sentence_note(real_host, tmp_path, real_embedder):
+    p = Persona.open(tmp_path, model=real_host, embedder=real_embedder)
+    alice = p.user("alice")
+    alice.add_rule("Answer in one sentence.")
+    alice.add_rule("Keep it under 100 words", context="emails to my manager")
+    reply = p.generate("alice", "Draft a note to my manager about Friday", max_new_tokens=120)
+    checks = {c.constraint.describe(): c.passed for c in reply.constraints}
+    assert checks == {"at most 1 sentence": True, "at most 100 words": True}, reply.text
+    assert len(reply.text.split()) <= 100 and reply.text.strip()
