@@ -55,16 +55,27 @@ def load_host(args: argparse.Namespace) -> ModelHost:
     return host
 
 
-def user_slot(host: ModelHost, server: AdapterServer) -> Slot:
-    """The shipped basis adapters with a fixed user's coefficients (weights drawn once)."""
+def basis_adapters(host: ModelHost) -> BasisAdapters:
+    """The shipped SmolLM2 basis adapters, on the host's device and dtype."""
     folder = package_data("adapters") / "smollm2-135m-instruct"
     m = AdapterManifest.load(folder)
-    adapters = BasisAdapters.load(folder, m.base_model, m.base_fingerprint, m.basis_id,
-                                  len(m.directions), host.device,
-                                  next(host.model.parameters()).dtype)  # fmt: skip
-    weights = np.random.default_rng(0).standard_normal(len(m.directions))
+    return BasisAdapters.load(folder, m.base_model, m.base_fingerprint, m.basis_id,
+                              len(m.directions), host.device,
+                              next(host.model.parameters()).dtype)  # fmt: skip
+
+
+def slot_for(host: ModelHost, server: AdapterServer, adapters: BasisAdapters,
+             weights: np.ndarray, key: str) -> Slot:  # fmt: skip
+    """A generated user adapter (its coefficients over the shared factors), cached."""
     scale = adapters.scale(coefficients(weights)).to(host.device)
-    return server.put("bench-user", Slot("bench-user", adapters.factors, scale))
+    return server.put(key, Slot(key, adapters.factors, scale))
+
+
+def user_slot(host: ModelHost, server: AdapterServer) -> Slot:
+    """One fixed user (weights drawn once) over the shipped basis adapters."""
+    adapters = basis_adapters(host)
+    weights = np.random.default_rng(0).standard_normal(adapters.rank)
+    return slot_for(host, server, adapters, weights, "bench-user")
 
 
 def decode(host: ModelHost, server: AdapterServer, slot: Slot | None, batch: int,
