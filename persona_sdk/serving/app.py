@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -35,7 +36,28 @@ def create_app(persona: Persona, config: ServeConfig | None = None, *,
         engine.stop(config.drain_s)
         persona.close()
 
-    app = FastAPI(title="persona-sdk", lifespan=lifespan, docs_url=None, redoc_url=None)
+    def model() -> dict:
+        host = persona.host
+        return {"id": host.name, "max_context": host.max_context}
+
+    app = assemble_app("persona-sdk", lifespan, serve, metrics, model)
+
+    @app.get("/health")
+    async def health():
+        if engine.load_error:
+            return JSONResponse({"status": "error", "detail": engine.load_error}, 503)
+        if not engine.ready.is_set():
+            return JSONResponse({"status": "loading"}, 503)
+        return {"status": "ok", "model": persona.host.name, "engine": engine.stats()}
+
+    return app
+
+
+def assemble_app(title: str, lifespan, serve, metrics: Metrics,
+                 model: Callable[[], dict]) -> FastAPI:  # fmt: skip
+    """What the server and the gateway share: state, errors, the chat and user routes,
+    request counting, ``/metrics`` and ``/v1/models`` (``model()``: its id and context)."""
+    app = FastAPI(title=title, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.serve = serve
     errors.install(app)
     app.include_router(chat.router)
@@ -48,14 +70,6 @@ def create_app(persona: Persona, config: ServeConfig | None = None, *,
         metrics.requests.labels(getattr(route, "path", "other"), response.status_code).inc()
         return response
 
-    @app.get("/health")
-    async def health():
-        if engine.load_error:
-            return JSONResponse({"status": "error", "detail": engine.load_error}, 503)
-        if not engine.ready.is_set():
-            return JSONResponse({"status": "loading"}, 503)
-        return {"status": "ok", "model": persona.host.name, "engine": engine.stats()}
-
     @app.get("/metrics")
     async def prometheus():
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
@@ -64,9 +78,7 @@ def create_app(persona: Persona, config: ServeConfig | None = None, *,
     async def models(request: Request):
         serve.auth.caller(request)
         chat.require_ready(serve)
-        host = persona.host
-        model = {"id": host.name, "object": "model", "created": 0, "owned_by": "persona-sdk",
-                 "max_context": host.max_context}  # fmt: skip
-        return {"object": "list", "data": [model]}
+        entry = {"object": "model", "created": 0, "owned_by": "persona-sdk", **model()}
+        return {"object": "list", "data": [entry]}
 
     return app

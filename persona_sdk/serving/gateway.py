@@ -21,8 +21,8 @@ import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 from persona_sdk.adapters.guidance import RowPlan
 from persona_sdk.adapters.vllm import adapter_name
@@ -32,7 +32,7 @@ from persona_sdk.persona import Persona
 from persona_sdk.replies import Decode, build_replies
 from persona_sdk.replies import Request as Prepared
 from persona_sdk.reply import Reply
-from persona_sdk.serving import chat, errors, users
+from persona_sdk.serving.app import assemble_app
 from persona_sdk.serving.auth import ANONYMOUS, Auth
 from persona_sdk.serving.engine import EngineConfig, Group, NotReadyError, QueueFullError
 from persona_sdk.serving.errors import ApiError
@@ -258,18 +258,10 @@ def create_gateway_app(persona: Persona, client: EngineClient,
         await engine.stop(config.drain_s)
         persona.close()
 
-    app = FastAPI(title="persona-sdk gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.serve = serve
-    errors.install(app)
-    app.include_router(chat.router)
-    app.include_router(users.router)
+    def model() -> dict:
+        return {"id": serve.model_name, "max_context": serve.max_context}
 
-    @app.middleware("http")
-    async def count(request: Request, call_next):
-        response = await call_next(request)
-        route = request.scope.get("route")
-        metrics.requests.labels(getattr(route, "path", "other"), response.status_code).inc()
-        return response
+    app = assemble_app("persona-sdk gateway", lifespan, serve, metrics, model)
 
     @app.get("/health")
     async def health():
@@ -277,17 +269,5 @@ def create_gateway_app(persona: Persona, client: EngineClient,
             detail = engine.load_error or f"waiting for the engine at {client.url}"
             return JSONResponse({"status": "loading", "detail": detail}, 503)
         return {"status": "ok", "model": serve.model_name, "engine": engine.stats()}
-
-    @app.get("/metrics")
-    async def prometheus():
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
-
-    @app.get("/v1/models")
-    async def models(request: Request):
-        serve.auth.caller(request)
-        chat.require_ready(serve)
-        model = {"id": serve.model_name, "object": "model", "created": 0,
-                 "owned_by": "persona-sdk", "max_context": serve.max_context}  # fmt: skip
-        return {"object": "list", "data": [model]}
 
     return app
