@@ -124,6 +124,19 @@ def cluster(local_ray, tmp_path_factory, tiny_model_dir, fakes, store):
         yield Cluster(f"http://127.0.0.1:{port}", keys)
     finally:
         serve.shutdown()  # the proxy too: the next store's Serve listens on a new port
+        serve_gone()
+
+
+def serve_gone(timeout: float = 180.0) -> None:
+    """Wait until Serve's controller has really exited. Under load its graceful shutdown
+    can outlast ``serve.shutdown``'s 30 s wait; a ``serve.run`` meanwhile would attach to
+    the dying controller and fail with ActorDiedError (seen in a clean-clone run)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        names = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)}
+        if "SERVE_CONTROLLER_ACTOR" not in names:
+            return
+        time.sleep(0.5)
 
 
 def test_a_users_requests_stay_on_one_replica(cluster):
