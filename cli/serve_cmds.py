@@ -77,19 +77,26 @@ def serve(
                           prefill_tokens=prefill_tokens, torch_threads=threads)  # fmt: skip
     config = ServeConfig(no_auth=no_auth, require_user=require_user, user_header=user_header,
                          max_body_bytes=max_body_bytes, drain_s=drain, engine=engine)  # fmt: skip
-    settings = ctx.obj
     if replicas:
-        from persona_sdk.serving.cluster import serve_replicas
-
-        autoscaling = None
-        if max_replicas:
-            autoscaling = {"min_replicas": 1, "max_replicas": max(max_replicas, replicas),
-                           "target_ongoing_requests": target_ongoing}  # fmt: skip
-        serve_replicas(settings.data, config, replicas=replicas, host=host, port=port,
-                       model=settings.model, embedder=settings.embedder, device=settings.device,
-                       dtype=dtype, store=settings.store, autoscaling=autoscaling)  # fmt: skip
+        scale = (replicas, max_replicas, target_ongoing)
+        _serve_replicas(ctx.obj, config, dtype, host, port, scale)
         return
-    _serve_here(settings, config, dtype, host, port, engine_spec, engine_key, engine_model)
+    _serve_here(ctx.obj, config, dtype, host, port, engine_spec, engine_key, engine_model)
+
+
+def _serve_replicas(settings, config, dtype: str | None, host: str, port: int,
+                    scale: tuple[int, int, int]) -> None:  # fmt: skip
+    """Ray Serve replicas: a fixed count, or autoscaled between 1 and ``max_replicas``."""
+    from persona_sdk.serving.cluster import serve_replicas
+
+    replicas, max_replicas, target_ongoing = scale
+    autoscaling = None
+    if max_replicas:
+        autoscaling = {"min_replicas": 1, "max_replicas": max(max_replicas, replicas),
+                       "target_ongoing_requests": target_ongoing}  # fmt: skip
+    serve_replicas(settings.data, config, replicas=replicas, host=host, port=port,
+                   model=settings.model, embedder=settings.embedder, device=settings.device,
+                   dtype=dtype, store=settings.store, autoscaling=autoscaling)  # fmt: skip
 
 
 def _serve_here(settings, config, dtype: str | None, host: str, port: int,
