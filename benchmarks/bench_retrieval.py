@@ -9,7 +9,9 @@ rules are ranked three ways, exactly as :mod:`persona_sdk.memory.retrieval` rank
 
 - dense: cosine between the request's and each rule's embedding;
 - lexical: :func:`persona_sdk.memory.lexical.search` (BM25 over stemmed words and concepts);
-- hybrid: :func:`persona_sdk.memory.lexical.fuse` (reciprocal-rank fusion of the two).
+- hybrid: :func:`persona_sdk.memory.lexical.fuse` (reciprocal-rank fusion of the two);
+- fusion ceiling (recall@3 only): the target is in dense's top 3 or among the rules lexical
+  matched at all, i.e. what an oracle choosing per case between the two could reach.
 
 Prints recall@1 and recall@3 per method (and per domain), then one JSON line. With
 ``--latency N`` (default 10000; 0 skips it) it also times ``Retriever.retrieve`` for one
@@ -46,7 +48,7 @@ def rankings(store, embedder, user_id: str, ids: list[int], vectors: np.ndarray,
     lexical_ids = list(found) + [i for i in dense if i not in found]  # unmatched: dense order
     fused = lexical.fuse([dense, list(found)])
     hybrid = sorted(dense, key=lambda i: -fused.get(i, 0.0))
-    return {"dense": dense, "lexical": lexical_ids, "hybrid": hybrid}
+    return {"dense": dense, "lexical": lexical_ids, "hybrid": hybrid, "matched": list(found)}
 
 
 def run(path: Path) -> dict:
@@ -56,6 +58,7 @@ def run(path: Path) -> dict:
     cases = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     embedder = load_embedder(None, "cpu")
     hits = {m: {1: [], 3: []} for m in METHODS}
+    ceiling: list[int] = []
     by_domain: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     users: dict[str, tuple[list[int], np.ndarray]] = {}
     started = time.perf_counter()
@@ -71,7 +74,9 @@ def run(path: Path) -> dict:
             ids, vectors = users[user_id]
             target = ids[case["target"]]
             ranked = rankings(store, embedder, user_id, ids, vectors, case["request"])
-            for method, order in ranked.items():
+            ceiling.append(int(target in ranked["dense"][:3] or target in ranked["matched"]))
+            for method in METHODS:
+                order = ranked[method]
                 for k in (1, 3):
                     hits[method][k].append(int(target in order[:k]))
                 by_domain[case["domain"]][method].append(int(target in order[:3]))
@@ -82,6 +87,7 @@ def run(path: Path) -> dict:
                for d, r in sorted(by_domain.items())}  # fmt: skip
     seconds = round(time.perf_counter() - started, 1)
     return {"cases": len(cases), "users": len(users), "recall": recall,
+            "fusion_ceiling_recall@3": round(float(np.mean(ceiling)), 3),
             "recall@3_by_domain": domains, "seconds": seconds}  # fmt: skip
 
 
@@ -133,6 +139,7 @@ def show(result: dict) -> None:
     for method in METHODS:
         r = result["recall"][method]
         table.add_row(method, f"{r['recall@1']:.3f}", f"{r['recall@3']:.3f}")
+    table.add_row("fusion ceiling", "", f"{result['fusion_ceiling_recall@3']:.3f}")
     console.print(table)
     table = Table(title="recall@3 by domain")
     table.add_column("domain")
