@@ -284,15 +284,18 @@ def generation(
 def _generation_quality(result) -> None:
     """The quality guards beside each method's quality-adjusted utility, then the bars."""
     table = Table(title="quality of the replies, and utility where broken replies score the base's")
-    for column in ("method", "degenerate", "base NLL/token", "relevance", "words",
-                   "quality-adjusted utility"):  # fmt: skip
+    for column in ("method", "degenerate", "base NLL/token", "as prompted", "relevance",
+                   "words", "quality-adjusted utility"):  # fmt: skip
         table.add_column(column, justify="right")
     for m in result.methods:
         q, adjusted = m["quality"], m["quality_adjusted"]
-        nll = "—" if q["nll_per_token"] is None else f"{q['nll_per_token']:.3f}"
+        nll, prompted = (
+            "—" if q.get(key) is None else f"{q[key]:.3f}"
+            for key in ("nll_per_token", "nll_per_token_as_prompted")
+        )
         utility = f"{adjusted['mean']:.4f} ± {adjusted['ci95']:.4f}"
-        table.add_row(m["method"], f"{q['degenerate_rate']:.3f}", nll, f"{q['relevance']:.3f}",
-                      f"{q['words']:.1f}", utility)  # fmt: skip
+        table.add_row(m["method"], f"{q['degenerate_rate']:.3f}", nll, prompted,
+                      f"{q['relevance']:.3f}", f"{q['words']:.1f}", utility)  # fmt: skip
     console.print(table)
     for name, bar in result.targets.items():
         value = bar["value"] if isinstance(bar["value"], bool) else f"{bar['value']:+.3f}"

@@ -6,8 +6,9 @@ Each user states the rules of their strongest preferences (``oracle_rules``) and
 simulator's ``weights · attributes`` of the reply text.
 
 Beside every utility, the quality guards of each method's replies: degenerate rate,
-the base model's NLL per token (the reply after the plain prompt: no rules), relevance to
-the request, and words; and the *quality-adjusted* utility, where a degenerate reply
+the base model's NLL per token (the reply after the plain prompt: no rules; and, as a second
+view, after the prompt the reply was written for, rules included), relevance to the
+request, and words; and the *quality-adjusted* utility, where a degenerate reply
 scores the user's utility of the base reply to that prompt, never more.
 
 Two views of it are reported. *Utility* is that number as is. *Utility over the pool* is
@@ -156,7 +157,8 @@ def run_generation_eval(persona, config: GenerationEvalConfig, progress=None):
                                  config.seed + start)  # fmt: skip
             n = len(prompts)
             for i, u in enumerate(chunk):
-                tally.add(name, users[u].weights, u, texts[i * n : (i + 1) * n])
+                contexts = _contexts(persona, ids[u][True], prompts) if rules else None
+                tally.add(name, users[u].weights, u, texts[i * n : (i + 1) * n], contexts)
         for u in chunk:
             for stored in ids[u].values():
                 persona.user(stored).forget()
@@ -165,9 +167,15 @@ def run_generation_eval(persona, config: GenerationEvalConfig, progress=None):
     return _result(persona, config, tally)
 
 
+def _contexts(persona, user_id: str, prompts: list[str]) -> list[tuple[int, ...]]:
+    """The token ids each prompt is generated from for this user (rules in the system
+    prompt), for the reply's NLL as prompted."""
+    return [tuple(persona.host.chat_ids(persona.prompt_for(user_id, p))) for p in prompts]
+
+
 class _Tally:
     """Per method and user: mean utility, over the pool and quality-adjusted; every reply
-    text (for the quality measures at the end)."""
+    text and the prompt it was written from (for the quality measures at the end)."""
 
     def __init__(self, prompts: list[str], reference: np.ndarray):
         self.prompts, self.reference = prompts, reference
@@ -176,6 +184,7 @@ class _Tally:
         names = [name for name, *_ in METHODS]
         self.raw, self.over_pool, self.adjusted = ({n: [] for n in names} for _ in range(3))
         self.texts: dict[str, list[str]] = {n: [] for n in names}
+        self.contexts: dict[str, list[tuple[int, ...] | None]] = {n: [] for n in names}
 
     def set_base(self, texts: list[str]) -> None:
         self.base_texts = texts
@@ -184,7 +193,8 @@ class _Tally:
     def _attributes(self, texts: list[str]) -> np.ndarray:
         return np.stack([attribute_vector(t, p) for t, p in zip(texts, self.prompts)])
 
-    def add(self, name: str, weights: np.ndarray, user: int, texts: list[str]) -> None:
+    def add(self, name: str, weights: np.ndarray, user: int, texts: list[str],
+            contexts: list[tuple[int, ...]] | None = None) -> None:  # fmt: skip
         values = self._attributes(texts) @ weights
         base_values = self.base_attrs @ weights
         broken = np.array([bool(degenerate_reasons(t, p)) for t, p in zip(texts, self.prompts)])
@@ -192,35 +202,53 @@ class _Tally:
         self.over_pool[name].append(float((values - self.reference[:, user]).mean()))
         self.adjusted[name].append(float(np.where(broken, base_values, values).mean()))
         self.texts[name].extend(texts)
+        self.contexts[name].extend(contexts or [None] * len(texts))
 
 
-def _quality(persona, prompts: list[str], texts: dict[str, list[str]]) -> dict[str, dict]:
-    """Per method: degenerate rate, base NLL per token after the plain prompt, relevance,
-    words; each distinct reply scored once."""
-    host = persona.host
+def _quality(persona, prompts: list[str], tally: _Tally) -> dict[str, dict]:
+    """Per method: degenerate rate, base NLL per token after the plain prompt and after the
+    prompt the reply was written for, relevance, words; each distinct reply scored once."""
+    texts, host = tally.texts, persona.host
     asked = {m: [prompts[i % len(prompts)] for i in range(len(t))] for m, t in texts.items()}
+    plain = {p: tuple(prompt_ids(host, p, persona.generation_config.system_prompt))
+             for p in prompts}  # fmt: skip
+    contexts = {m: [c or plain[p] for c, p in zip(tally.contexts[m], asked[m])] for m in texts}
     unique = list(dict.fromkeys((p, t) for m in texts for p, t in zip(asked[m], texts[m])))
     related = relevance(persona.embedder.encode, [p for p, _ in unique], [t for _, t in unique])
-    plain = {p: prompt_ids(host, p, persona.generation_config.system_prompt) for p in prompts}
-    replies = [host.tokenizer.encode(t, add_special_tokens=False) for _, t in unique]
-    logp = score_replies(host.model, [plain[p] for p, _ in unique], replies,
-                         pad_id=host.tokenizer.pad_token_id or 0)  # fmt: skip
-    scored = {key: (float(r), -float(lp)) for key, r, lp in zip(unique, related, logp)}
+    scored = {key: float(r) for key, r in zip(unique, related)}
+    keyed = {m: list(zip(asked[m], texts[m])) for m in texts}
+    plain_nll = _nll(host, {(plain[p], t) for m in texts for p, t in keyed[m]})
+    as_prompted = _nll(host, {(c, t) for m in texts for c, t in zip(contexts[m], texts[m])})
     out = {}
-    for method, replies_of in texts.items():
-        keys = list(zip(asked[method], replies_of))
-        nll = [scored[k][1] for k in keys if np.isfinite(scored[k][1])]
+    for method, keys in keyed.items():
         out[method] = {
             "degenerate_rate": float(np.mean([bool(degenerate_reasons(t, p)) for p, t in keys])),
-            "nll_per_token": float(np.mean(nll)) if nll else None,
-            "relevance": float(np.mean([scored[k][0] for k in keys])),
+            "nll_per_token": _mean_finite(plain_nll[(plain[p], t)] for p, t in keys),
+            "nll_per_token_as_prompted": _mean_finite(
+                as_prompted[(c, t)] for c, t in zip(contexts[method], texts[method])
+            ),
+            "relevance": float(np.mean([scored[k] for k in keys])),
             "words": float(np.mean([len(t.split()) for _, t in keys])),
         }
     return out
 
 
+def _nll(host, pairs: set[tuple[tuple[int, ...], str]]) -> dict[tuple, float]:
+    """The base model's NLL per token of each (prompt ids, reply text); NaN when empty."""
+    keys = list(pairs)
+    replies = [host.tokenizer.encode(t, add_special_tokens=False) for _, t in keys]
+    logp = score_replies(host.model, [list(c) for c, _ in keys], replies,
+                         pad_id=host.tokenizer.pad_token_id or 0)  # fmt: skip
+    return {key: -float(lp) for key, lp in zip(keys, logp)}
+
+
+def _mean_finite(values) -> float | None:
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
+
+
 def _result(persona, config: GenerationEvalConfig, tally: _Tally) -> GenerationEvalResult:
-    quality = _quality(persona, tally.prompts, tally.texts)
+    quality = _quality(persona, tally.prompts, tally)
     result = GenerationEvalResult(persona.host.name, asdict(config))
     for name in tally.raw:
         result.methods.append({"method": name, **_summary(tally.raw[name]),

@@ -135,11 +135,24 @@ def test_eval_generation_compares_every_method(adapter_cli, tmp_path):
         "quality_adjusted",
     }
     for m in out["methods"]:  # quality beside every utility; broken replies score the base's
-        assert set(m["quality"]) == {"degenerate_rate", "nll_per_token", "relevance", "words"}
+        assert set(m["quality"]) == {
+            "degenerate_rate",
+            "nll_per_token",
+            "nll_per_token_as_prompted",
+            "relevance",
+            "words",
+        }
         assert (
             0.0 <= m["quality"]["degenerate_rate"] <= 1.0
             and len(m["quality_adjusted"]["per_user"]) == 3
         )
+    with_rules = {name for name, rules, *_ in METHODS if rules}
+    for m in out["methods"]:  # NLL as prompted: the rules the reply was written with count
+        q = m["quality"]
+        if m["method"] in with_rules:
+            assert q["nll_per_token_as_prompted"] != pytest.approx(q["nll_per_token"])
+        else:
+            assert q["nll_per_token_as_prompted"] == pytest.approx(q["nll_per_token"])
     base_q = next(m for m in out["methods"] if m["method"] == "base")
     assert (
         base_q["quality_adjusted"]["per_user"] == base_q["per_user"]
