@@ -32,6 +32,10 @@ from persona_sdk.persona import Persona
 class PersonaGroup(TyperGroup):
     """Turns every expected error into one line on stderr and exit code 2."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _one_line_summaries(self)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -40,6 +44,15 @@ class PersonaGroup(TyperGroup):
                 f"[bold red]error:[/] {safe(exc)}", markup=True, highlight=False, soft_wrap=True
             )
             raise typer.Exit(2) from None  # typer's own Exit: it vendors click
+
+
+def _one_line_summaries(command: click.Command) -> None:
+    """Command lists show each docstring's first paragraph on one line (rich help would
+    otherwise keep the docstring's own line breaks mid-sentence)."""
+    if command.help and not command.short_help:
+        command.short_help = " ".join(command.help.split("\n\n")[0].split())
+    for sub in getattr(command, "commands", {}).values():
+        _one_line_summaries(sub)
 
 
 app = typer.Typer(

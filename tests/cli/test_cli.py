@@ -43,6 +43,22 @@ def test_help_lists_every_command():
         assert command in result.stdout, command
 
 
+def test_command_summaries_are_one_line_each():
+    import typer
+
+    def walk(command):
+        yield command
+        for sub in getattr(command, "commands", {}).values():
+            yield from walk(sub)
+
+    commands = [c for c in walk(typer.main.get_command(app)) if c.help]
+    assert len(commands) > len(COMMANDS)  # subcommands of eval, adapters, basis... too
+    for command in commands:
+        summary = command.short_help
+        assert summary and "\n" not in summary and "  " not in summary, command.name
+        assert summary == " ".join(command.help.split("\n\n")[0].split())
+
+
 def test_users_empty(cli):
     assert "no users yet" in cli.ok("users").stdout
     assert cli.json("users") == []
