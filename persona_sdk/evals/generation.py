@@ -27,6 +27,7 @@ import numpy as np
 
 from persona_sdk.adapters.build import is_held_out
 from persona_sdk.adapters.dpo import prompt_ids
+from persona_sdk.errors import InvalidInputError
 from persona_sdk.evals.adapters import ci95
 from persona_sdk.quality import degenerate_reasons, relevance, score_replies
 from persona_sdk.simulation.users import attribute_vector, calibrate_beta, make_reward_population
@@ -126,9 +127,11 @@ def _replies(persona, requests, strength: float, best_of: int, config, seed: int
     return [r.text for r in replies]
 
 
-def run_generation_eval(persona, config: GenerationEvalConfig, progress=None):
+def run_generation_eval(persona, config: GenerationEvalConfig, progress=None, methods=None):
     """Every method's mean true utility, with 95% CIs over users, and its quality;
-    ``progress``: rich."""
+    ``progress``: rich. ``methods``: a subset of :data:`METHODS` (base, rules only and the
+    full pipeline are always kept: the targets compare them)."""
+    methods = _methods(methods)
     world = RewardWorld.build(persona.rewards.featurizer)
     rng = np.random.default_rng(config.seed)
     held_out = [p for p in world.prompts if is_held_out(p)]
@@ -140,12 +143,12 @@ def run_generation_eval(persona, config: GenerationEvalConfig, progress=None):
     pool = world.replies_of(np.array([world.prompts.index(p) for p in prompts]))
     reference = np.stack([utility[replies].mean(0) for replies in pool])  # (prompts, users)
     task = progress.add_task("eval generation", total=config.users) if progress else None
-    tally = _Tally(prompts, reference)
+    tally = _Tally(prompts, reference, [name for name, *_ in methods])
     for start in range(0, config.users, config.users_per_batch):
         chunk = range(start, min(start + config.users_per_batch, config.users))
         ids = {u: _onboard(persona, world, users[u], utility[:, u], thresholds[u], train_ids,
                            config, rng) for u in chunk}  # fmt: skip
-        for name, rules, strength, best_of in METHODS:
+        for name, rules, strength, best_of in methods:
             if name == "base":  # the base reply does not depend on the user
                 if tally.base_texts is None:
                     requests = [(ids[start][False], p) for p in prompts]
@@ -167,6 +170,17 @@ def run_generation_eval(persona, config: GenerationEvalConfig, progress=None):
     return _result(persona, config, tally)
 
 
+def _methods(names) -> list[tuple[str, bool, float, int]]:
+    if names is None:
+        return METHODS
+    known = {name for name, *_ in METHODS}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise InvalidInputError(f"unknown method(s) {unknown}; choose from {sorted(known)}")
+    keep = set(names) | {"base", "rules only", FULL_PIPELINE}
+    return [m for m in METHODS if m[0] in keep]
+
+
 def _contexts(persona, user_id: str, prompts: list[str]) -> list[tuple[int, ...]]:
     """The token ids each prompt is generated from for this user (rules in the system
     prompt), for the reply's NLL as prompted."""
@@ -177,11 +191,10 @@ class _Tally:
     """Per method and user: mean utility, over the pool and quality-adjusted; every reply
     text and the prompt it was written from (for the quality measures at the end)."""
 
-    def __init__(self, prompts: list[str], reference: np.ndarray):
+    def __init__(self, prompts: list[str], reference: np.ndarray, names: list[str]):
         self.prompts, self.reference = prompts, reference
         self.base_texts: list[str] | None = None
         self.base_attrs: np.ndarray | None = None
-        names = [name for name, *_ in METHODS]
         self.raw, self.over_pool, self.adjusted = ({n: [] for n in names} for _ in range(3))
         self.texts: dict[str, list[str]] = {n: [] for n in names}
         self.contexts: dict[str, list[tuple[int, ...] | None]] = {n: [] for n in names}

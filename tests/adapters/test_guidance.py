@@ -168,3 +168,19 @@ def test_eval_generation_compares_every_method(adapter_cli, tmp_path):
     assert plot.read_bytes()[:4] == b"\x89PNG"
     assert adapter_cli.json("users") == []  # the simulated users are forgotten afterwards
     assert_error(adapter_cli("eval", "generation", "--users", "1"), "users must be between 2")
+
+
+def test_eval_generation_runs_a_subset_of_methods(tp):
+    from persona_sdk.evals.generation import (
+        FULL_PIPELINE,
+        GenerationEvalConfig,
+        run_generation_eval,
+    )
+
+    config = GenerationEvalConfig(users=2, prompts=1, shots=2, max_new_tokens=3)
+    result = run_generation_eval(tp, config, methods=["adapter α=1"])
+    names = [m["method"] for m in result.methods]
+    assert names == ["base", "rules only", "adapter α=1", FULL_PIPELINE]  # METHODS' order
+    assert set(result.gains) == {"base", "rules only", "adapter α=1"}
+    with pytest.raises(InvalidInputError, match="unknown method"):
+        run_generation_eval(tp, config, methods=["adapter α=3"])
