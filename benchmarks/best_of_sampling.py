@@ -5,7 +5,7 @@ Run: .venv/bin/python benchmarks/best_of_sampling.py [--users 8] [--prompts 10]
 ``persona eval generation``'s design (unseen simulated users with rules and 16 picks,
 held-out prompts, the embedded model) restricted to the base, rules only and the full
 pipeline (rules + guidance at strength 1 + best-of-4), once per sampling setting of the
-best-of candidates (``GenerationConfig.best_of_temperature`` and ``top_p``). The same
+best-of candidates (``GenerationConfig.best_of_temperature`` and ``best_of_top_p``). The same
 users, prompts and seeds every time, so the settings compare paired. Per setting: the full
 pipeline's quality-adjusted utility, its paired gain over rules only, the base model's NLL
 per token after the plain prompt and after the prompt the reply was written from,
@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = "0.8:1.0,0.6:1.0,0.8:0.9"  # temperature:top_p; the first is the shipped default
+SETTINGS = "0.8:1.0,0.6:1.0,0.8:0.9"  # temperature:top_p (0.8:0.9 ships)
 
 
 def parse_settings(text: str) -> list[tuple[float, float]]:
@@ -37,7 +37,7 @@ def measure(persona, config, temperature: float, top_p: float) -> dict:
     from persona_sdk.evals.generation import FULL_PIPELINE, run_generation_eval
 
     persona.generation_config.best_of_temperature = temperature
-    persona.generation_config.top_p = top_p
+    persona.generation_config.best_of_top_p = top_p
     result = run_generation_eval(persona, config, methods=[])
     by = {m["method"]: m for m in result.methods}
     full, base = by[FULL_PIPELINE], by["base"]

@@ -89,6 +89,7 @@ class GenerationConfig:
     max_strength: float = 4.0
     max_best_of: int = 16
     best_of_temperature: float = 0.8  # when best_of > 1 and no temperature is given
+    best_of_top_p: float = 0.9  # when best_of > 1 and no top_p is given (more fluent, RESULTS)
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     stop: tuple[str, ...] = field(default_factory=tuple)
     population_default: bool = False

@@ -83,6 +83,8 @@ def sampling_params(
     best_of = validate_int(best_of, "best_of", low=1, high=config.max_best_of)
     if best_of > 1 and temperature is None:
         temperature = config.best_of_temperature  # N greedy copies would be equal
+    if best_of > 1 and top_p is None:
+        top_p = config.best_of_top_p
     if best_of > 1 and temperature == 0:
         raise InvalidInputError("best_of > 1 samples its candidates: give temperature > 0")
     max_new = config.max_new_tokens if max_new_tokens is None else max_new_tokens

@@ -124,3 +124,17 @@ def test_top_p_keeps_only_the_nucleus():
 )
 def test_held_back_suffix(text, stops, held):
     assert _held_back(text, stops) == held
+
+
+def test_best_of_samples_with_its_own_defaults():
+    from persona_sdk.config import GenerationConfig
+    from persona_sdk.decoding.loop import sampling_params
+
+    config = GenerationConfig()
+    one = sampling_params(config, 2048, 1, None, None, None, None, None)
+    assert (one.temperature, one.top_p) == (config.temperature, config.top_p)  # greedy, 1.0
+    four = sampling_params(config, 2048, 4, None, None, None, None, None)
+    assert (four.temperature, four.top_p) == (config.best_of_temperature, config.best_of_top_p)
+    assert 0 < config.best_of_top_p < 1  # nucleus: fewer disfluent tails (RESULTS)
+    asked = sampling_params(config, 2048, 4, None, 0.5, 1.0, None, None)
+    assert (asked.temperature, asked.top_p) == (0.5, 1.0)  # what the caller gives wins
