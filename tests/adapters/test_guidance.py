@@ -96,7 +96,9 @@ def test_best_of_zero_strength_equals_sampled_base_candidates(tp, tiny_host):
     add_pairs(tp.user("eve"))
     reply = tp.generate("eve", "hello", best_of=3, strength=0.0, max_new_tokens=5, seed=7)
     ids = tiny_host.chat_ids(tp.prompt_for("eve", "hello"))
-    params = SamplingParams(max_new_tokens=5, temperature=0.8, seed=7)
+    config = tp.generation_config
+    params = SamplingParams(max_new_tokens=5, temperature=config.best_of_temperature,
+                            top_p=config.best_of_top_p, seed=7)  # fmt: skip
     rows = BatchGeneration(tiny_host, [ids] * 3, params).run()
     assert sorted(c["text"] for c in reply.candidates) == sorted(r.text.strip() for r in rows)
 
