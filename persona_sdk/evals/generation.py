@@ -148,6 +148,7 @@ def run_generation_eval(persona, config: GenerationEvalConfig, progress=None, me
         chunk = range(start, min(start + config.users_per_batch, config.users))
         ids = {u: _onboard(persona, world, users[u], utility[:, u], thresholds[u], train_ids,
                            config, rng) for u in chunk}  # fmt: skip
+        prompted = {u: _contexts(persona, ids[u][True], prompts) for u in chunk}
         for name, rules, strength, best_of in methods:
             if name == "base":  # the base reply does not depend on the user
                 if tally.base_texts is None:
@@ -160,8 +161,8 @@ def run_generation_eval(persona, config: GenerationEvalConfig, progress=None, me
                                  config.seed + start)  # fmt: skip
             n = len(prompts)
             for i, u in enumerate(chunk):
-                contexts = _contexts(persona, ids[u][True], prompts) if rules else None
-                tally.add(name, users[u].weights, u, texts[i * n : (i + 1) * n], contexts)
+                tally.add(name, users[u].weights, u, texts[i * n : (i + 1) * n],
+                          prompted[u] if rules else None)  # fmt: skip
         for u in chunk:
             for stored in ids[u].values():
                 persona.user(stored).forget()
@@ -230,15 +231,15 @@ def _quality(persona, prompts: list[str], tally: _Tally) -> dict[str, dict]:
     related = relevance(persona.embedder.encode, [p for p, _ in unique], [t for _, t in unique])
     scored = {key: float(r) for key, r in zip(unique, related)}
     keyed = {m: list(zip(asked[m], texts[m])) for m in texts}
-    plain_nll = _nll(host, {(plain[p], t) for m in texts for p, t in keyed[m]})
-    as_prompted = _nll(host, {(c, t) for m in texts for c, t in zip(contexts[m], texts[m])})
+    plain_keys = {(plain[p], t) for m in texts for p, t in keyed[m]}
+    nll = _nll(host, plain_keys | {(c, t) for m in texts for c, t in zip(contexts[m], texts[m])})
     out = {}
     for method, keys in keyed.items():
         out[method] = {
             "degenerate_rate": float(np.mean([bool(degenerate_reasons(t, p)) for p, t in keys])),
-            "nll_per_token": _mean_finite(plain_nll[(plain[p], t)] for p, t in keys),
+            "nll_per_token": _mean_finite(nll[(plain[p], t)] for p, t in keys),
             "nll_per_token_as_prompted": _mean_finite(
-                as_prompted[(c, t)] for c, t in zip(contexts[method], texts[method])
+                nll[(c, t)] for c, t in zip(contexts[method], texts[method])
             ),
             "relevance": float(np.mean([scored[k] for k in keys])),
             "words": float(np.mean([len(t.split()) for _, t in keys])),
