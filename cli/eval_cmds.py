@@ -247,12 +247,26 @@ def generation(
     max_new_tokens: int = typer.Option(64, help="Most tokens per reply."),
     users_per_batch: int = typer.Option(4, help="Users whose requests share one batch."),
     seed: int = typer.Option(0, help="Seed for users, prompts and sampling."),
+    methods: str = typer.Option(
+        None,
+        help="Only these methods, comma-separated (base, rules only and the full "
+        "pipeline are always run).",
+    ),
+    checkpoint: Path = typer.Option(
+        None, help="Save progress here after every batch; rerun the same command to resume."
+    ),
     plot: Path = typer.Option(None, "--plot", help="Write the comparison to this PNG."),
     json_: bool = JsonOption,
 ) -> None:
     """Mean true utility of simulated users' replies: base, rules only, adapter at
     α = 0.5/1/2, rules + guidance, and the full pipeline with best-of-4."""
-    from persona_sdk.evals.generation import GenerationEvalConfig, run_generation_eval
+    from functools import partial
+
+    from persona_sdk.evals.generation import (
+        GenerationEvalConfig,
+        run_generation_eval,
+        select_methods,
+    )
     from persona_sdk.evals.plots import plot_generation_eval
 
     config = GenerationEvalConfig(
@@ -263,7 +277,10 @@ def generation(
         users_per_batch=validate_int(users_per_batch, "users-per-batch", low=1, high=256),
         seed=validate_int(seed, "seed", low=0),
     )
-    result = _run_eval(ctx, run_generation_eval, config, plot, plot_generation_eval, json_)
+    chosen = None if methods is None else [m.strip() for m in methods.split(",") if m.strip()]
+    select_methods(chosen)  # an unknown name fails before the progress bar
+    run = partial(run_generation_eval, methods=chosen, checkpoint=checkpoint)
+    result = _run_eval(ctx, run, config, plot, plot_generation_eval, json_)
     if result is None:
         return
     table = Table(title="mean true utility by method, ±95% CI over users")

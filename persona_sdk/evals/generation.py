@@ -21,13 +21,17 @@ difference unchanged.
 
 from __future__ import annotations
 
+import json
+import os
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from persona_sdk.adapters.build import is_held_out
 from persona_sdk.adapters.dpo import prompt_ids
-from persona_sdk.errors import InvalidInputError
+from persona_sdk.errors import InvalidInputError, UnknownUserError
 from persona_sdk.evals.adapters import ci95
 from persona_sdk.quality import degenerate_reasons, relevance, score_replies
 from persona_sdk.simulation.users import attribute_vector, calibrate_beta, make_reward_population
@@ -105,6 +109,8 @@ def _onboard(persona, world: RewardWorld, user, utility, threshold, train_ids, c
     ids = {}
     for suffix, with_rules in (("rules", True), ("pairs", False)):
         stored = persona.user(f"sim-{user.user_id}-{suffix}")
+        with suppress(UnknownUserError):  # a killed run may have left this user half-stored
+            stored.forget()
         stored.add_pairs(pairs)
         if with_rules:
             for rule in user.oracle_rules():
@@ -127,11 +133,13 @@ def _replies(persona, requests, strength: float, best_of: int, config, seed: int
     return [r.text for r in replies]
 
 
-def run_generation_eval(persona, config: GenerationEvalConfig, progress=None, methods=None):
+def run_generation_eval(persona, config: GenerationEvalConfig, progress=None, methods=None,
+                        checkpoint: Path | None = None) -> GenerationEvalResult:  # fmt: skip
     """Every method's mean true utility, with 95% CIs over users, and its quality;
     ``progress``: rich. ``methods``: a subset of :data:`METHODS` (base, rules only and the
-    full pipeline are always kept: the targets compare them)."""
-    methods = _methods(methods)
+    full pipeline are always kept: the targets compare them). ``checkpoint``: a JSON file
+    written after every batch of users; a run with the same settings resumes from it."""
+    methods = select_methods(methods)
     world = RewardWorld.build(persona.rewards.featurizer)
     rng = np.random.default_rng(config.seed)
     held_out = [p for p in world.prompts if is_held_out(p)]
@@ -142,36 +150,81 @@ def run_generation_eval(persona, config: GenerationEvalConfig, progress=None, me
     thresholds = world.indifference(utility, 0.5, rng)
     pool = world.replies_of(np.array([world.prompts.index(p) for p in prompts]))
     reference = np.stack([utility[replies].mean(0) for replies in pool])  # (prompts, users)
-    task = progress.add_task("eval generation", total=config.users) if progress else None
     tally = _Tally(prompts, reference, [name for name, *_ in methods])
-    for start in range(0, config.users, config.users_per_batch):
+    saved = _Checkpoint(checkpoint, config, [name for name, *_ in methods])
+    first = saved.restore(rng, tally)
+    if progress is not None:
+        task = progress.add_task("eval generation", total=config.users, completed=first)
+    for start in range(first, config.users, config.users_per_batch):
         chunk = range(start, min(start + config.users_per_batch, config.users))
         ids = {u: _onboard(persona, world, users[u], utility[:, u], thresholds[u], train_ids,
                            config, rng) for u in chunk}  # fmt: skip
-        prompted = {u: _contexts(persona, ids[u][True], prompts) for u in chunk}
-        for name, rules, strength, best_of in methods:
-            if name == "base":  # the base reply does not depend on the user
-                if tally.base_texts is None:
-                    requests = [(ids[start][False], p) for p in prompts]
-                    tally.set_base(_replies(persona, requests, 0.0, 1, config, 0))
-                texts = tally.base_texts * len(chunk)
-            else:
-                requests = [(ids[u][rules], p) for u in chunk for p in prompts]
-                texts = _replies(persona, requests, strength, best_of, config,
-                                 config.seed + start)  # fmt: skip
-            n = len(prompts)
-            for i, u in enumerate(chunk):
-                tally.add(name, users[u].weights, u, texts[i * n : (i + 1) * n],
-                          prompted[u] if rules else None)  # fmt: skip
+        _generate_chunk(persona, config, methods, tally, users, ids, chunk)
         for u in chunk:
             for stored in ids[u].values():
                 persona.user(stored).forget()
-            if task is not None:
-                progress.advance(task)
+        saved.write(chunk.stop, rng, tally)
+        if progress is not None:
+            progress.advance(task, len(chunk))
     return _result(persona, config, tally)
 
 
-def _methods(names) -> list[tuple[str, bool, float, int]]:
+def _generate_chunk(persona, config, methods, tally: _Tally, users, ids: dict, chunk) -> None:
+    """Every method's replies for one batch of users, added to the tally."""
+    prompts, start = tally.prompts, chunk.start
+    prompted = {u: _contexts(persona, ids[u][True], prompts) for u in chunk}
+    for name, rules, strength, best_of in methods:
+        if name == "base":  # the base reply does not depend on the user
+            if tally.base_texts is None:
+                requests = [(ids[start][False], p) for p in prompts]
+                tally.set_base(_replies(persona, requests, 0.0, 1, config, 0))
+            texts = tally.base_texts * len(chunk)
+        else:
+            requests = [(ids[u][rules], p) for u in chunk for p in prompts]
+            texts = _replies(persona, requests, strength, best_of, config, config.seed + start)
+        n = len(prompts)
+        for i, u in enumerate(chunk):
+            tally.add(name, users[u].weights, u, texts[i * n : (i + 1) * n],
+                      prompted[u] if rules else None)  # fmt: skip
+
+
+class _Checkpoint:
+    """The tally and the random state after each finished batch of users, as JSON, so a
+    killed run resumes where it stopped and gives the figures an unbroken run gives."""
+
+    def __init__(self, path: Path | None, config: GenerationEvalConfig, methods: list[str]):
+        self.path = None if path is None else Path(path)
+        self.settings = {"config": asdict(config), "methods": methods}
+
+    def restore(self, rng: np.random.Generator, tally: _Tally) -> int:
+        """The first user still to do (0 without a checkpoint)."""
+        if self.path is None or not self.path.exists():
+            return 0
+        try:
+            state = json.loads(self.path.read_text())
+        except (OSError, ValueError) as exc:
+            raise InvalidInputError(f"checkpoint {self.path} is unreadable: {exc}") from None
+        if state.get("settings") != self.settings:
+            raise InvalidInputError(
+                f"checkpoint {self.path} is from a run with other settings; "
+                "pass another path or delete it"
+            )
+        rng.bit_generator.state = state["rng"]
+        tally.load(state["tally"])
+        return int(state["done"])
+
+    def write(self, done: int, rng: np.random.Generator, tally: _Tally) -> None:
+        if self.path is None:
+            return
+        state = {"settings": self.settings, "done": done, "rng": rng.bit_generator.state,
+                 "tally": tally.state()}  # fmt: skip
+        partial = self.path.with_name(self.path.name + ".partial")
+        partial.write_text(json.dumps(state))
+        os.replace(partial, self.path)  # never a half-written checkpoint
+
+
+def select_methods(names: list[str] | None) -> list[tuple[str, bool, float, int]]:
+    """The :data:`METHODS` named (all for None), plus the three the targets compare."""
     if names is None:
         return METHODS
     known = {name for name, *_ in METHODS}
@@ -199,6 +252,20 @@ class _Tally:
         self.raw, self.over_pool, self.adjusted = ({n: [] for n in names} for _ in range(3))
         self.texts: dict[str, list[str]] = {n: [] for n in names}
         self.contexts: dict[str, list[tuple[int, ...] | None]] = {n: [] for n in names}
+
+    def state(self) -> dict:
+        """Everything added so far, as JSON-ready data."""
+        keys = ("base_texts", "raw", "over_pool", "adjusted", "texts", "contexts")
+        return {key: getattr(self, key) for key in keys}
+
+    def load(self, state: dict) -> None:
+        """Continue from :meth:`state`'s data."""
+        for key in ("raw", "over_pool", "adjusted", "texts"):
+            setattr(self, key, state[key])
+        self.contexts = {m: [None if c is None else tuple(c) for c in contexts]
+                         for m, contexts in state["contexts"].items()}  # fmt: skip
+        if state["base_texts"] is not None:
+            self.set_base(state["base_texts"])
 
     def set_base(self, texts: list[str]) -> None:
         self.base_texts = texts

@@ -186,3 +186,45 @@ def test_eval_generation_runs_a_subset_of_methods(tp):
     assert set(result.gains) == {"base", "rules only", "adapter α=1"}
     with pytest.raises(InvalidInputError, match="unknown method"):
         run_generation_eval(tp, config, methods=["adapter α=3"])
+
+
+def test_eval_generation_resumes_from_its_checkpoint(tp, tmp_path, monkeypatch):
+    from persona_sdk.evals import generation
+
+    config = generation.GenerationEvalConfig(users=4, prompts=1, shots=2, max_new_tokens=3,
+                                             users_per_batch=2)  # fmt: skip
+    unbroken = generation.run_generation_eval(tp, config, methods=[]).to_dict()
+    checkpoint = tmp_path / "eval.json"
+    real, calls = generation._generate_chunk, []
+
+    def killed_on_the_second_batch(*args):
+        calls.append(args[-1])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real(*args)
+
+    monkeypatch.setattr(generation, "_generate_chunk", killed_on_the_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        generation.run_generation_eval(tp, config, methods=[], checkpoint=checkpoint)
+    assert json.loads(checkpoint.read_text())["done"] == 2
+    monkeypatch.setattr(generation, "_generate_chunk", real)
+    resumed = generation.run_generation_eval(tp, config, methods=[], checkpoint=checkpoint)
+    assert resumed.to_dict() == unbroken
+    assert tp.users() == []  # the half-onboarded users of the killed batch are gone too
+    other = generation.GenerationEvalConfig(users=4, prompts=1, shots=3, max_new_tokens=3)
+    with pytest.raises(InvalidInputError, match="other settings"):
+        generation.run_generation_eval(tp, other, methods=[], checkpoint=checkpoint)
+
+
+def test_eval_generation_cli_takes_methods_and_a_checkpoint(adapter_cli, tmp_path):
+    checkpoint = tmp_path / "run.json"
+    args = ("eval", "generation", "--users", "2", "--prompts", "1", "--shots", "2",
+            "--max-new-tokens", "3", "--methods", "adapter α=1", "--checkpoint",
+            str(checkpoint))  # fmt: skip
+    result = adapter_cli.json(*args)
+    assert [m["method"] for m in result["methods"]] == [
+        "base", "rules only", "adapter α=1", "rules + guidance + best-of-4"
+    ]  # fmt: skip
+    assert json.loads(checkpoint.read_text())["done"] == 2
+    assert adapter_cli.json(*args) == result  # a finished checkpoint: only the summary reruns
+    assert_error(adapter_cli(*args[:-4], "--methods", "nope"), "unknown method")
