@@ -264,8 +264,8 @@ def generation(
 
     from persona_sdk.evals.generation import (
         GenerationEvalConfig,
+        open_checkpoint,
         run_generation_eval,
-        select_methods,
     )
     from persona_sdk.evals.plots import plot_generation_eval
 
@@ -278,9 +278,9 @@ def generation(
         seed=validate_int(seed, "seed", low=0),
     )
     chosen = None if methods is None else [m.strip() for m in methods.split(",") if m.strip()]
-    select_methods(chosen)  # an unknown name fails before the progress bar
     run = partial(run_generation_eval, methods=chosen, checkpoint=checkpoint)
-    result = _run_eval(ctx, run, config, plot, plot_generation_eval, json_)
+    check = partial(open_checkpoint, methods=chosen, path=checkpoint)  # fails before the bar
+    result = _run_eval(ctx, run, config, plot, plot_generation_eval, json_, check)
     if result is None:
         return
     table = Table(title="mean true utility by method, ±95% CI over users")

@@ -139,6 +139,7 @@ def run_generation_eval(persona, config: GenerationEvalConfig, progress=None, me
     ``progress``: rich. ``methods``: a subset of :data:`METHODS` (base, rules only and the
     full pipeline are always kept: the targets compare them). ``checkpoint``: a JSON file
     written after every batch of users; a run with the same settings resumes from it."""
+    saved = open_checkpoint(persona, config, methods, checkpoint)
     methods = select_methods(methods)
     world = RewardWorld.build(persona.rewards.featurizer)
     rng = np.random.default_rng(config.seed)
@@ -151,7 +152,6 @@ def run_generation_eval(persona, config: GenerationEvalConfig, progress=None, me
     pool = world.replies_of(np.array([world.prompts.index(p) for p in prompts]))
     reference = np.stack([utility[replies].mean(0) for replies in pool])  # (prompts, users)
     tally = _Tally(prompts, reference, [name for name, *_ in methods])
-    saved = _Checkpoint(checkpoint, config, [name for name, *_ in methods])
     first = saved.restore(rng, tally)
     if progress is not None:
         task = progress.add_task("eval generation", total=config.users, completed=first)
@@ -188,30 +188,43 @@ def _generate_chunk(persona, config, methods, tally: _Tally, users, ids: dict, c
                       prompted[u] if rules else None)  # fmt: skip
 
 
+def open_checkpoint(persona, config: GenerationEvalConfig, methods: list[str] | None,
+                    path: Path | None) -> _Checkpoint:  # fmt: skip
+    """The checkpoint of this run at ``path`` (none for None); raises InvalidInputError if
+    its folder is missing or the file holds another run, before any work is done."""
+    settings = {"model": persona.host.name, "config": asdict(config),
+                "methods": [name for name, *_ in select_methods(methods)]}  # fmt: skip
+    return _Checkpoint(None if path is None else Path(path), settings)
+
+
 class _Checkpoint:
     """The tally and the random state after each finished batch of users, as JSON, so a
     killed run resumes where it stopped and gives the figures an unbroken run gives."""
 
-    def __init__(self, path: Path | None, config: GenerationEvalConfig, methods: list[str]):
-        self.path = None if path is None else Path(path)
-        self.settings = {"config": asdict(config), "methods": methods}
+    def __init__(self, path: Path | None, settings: dict):
+        self.path, self.settings, self.state = path, settings, None
+        if path is None:
+            return
+        if not path.parent.is_dir():
+            raise InvalidInputError(f"checkpoint folder {path.parent} does not exist")
+        if path.exists():
+            try:
+                self.state = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise InvalidInputError(f"checkpoint {path} is unreadable: {exc}") from None
+            if self.state.get("settings") != settings:
+                raise InvalidInputError(
+                    f"checkpoint {path} is from a run with other settings; "
+                    "pass another path or delete it"
+                )
 
     def restore(self, rng: np.random.Generator, tally: _Tally) -> int:
-        """The first user still to do (0 without a checkpoint)."""
-        if self.path is None or not self.path.exists():
+        """The first user still to do (0 without a saved state)."""
+        if self.state is None:
             return 0
-        try:
-            state = json.loads(self.path.read_text())
-        except (OSError, ValueError) as exc:
-            raise InvalidInputError(f"checkpoint {self.path} is unreadable: {exc}") from None
-        if state.get("settings") != self.settings:
-            raise InvalidInputError(
-                f"checkpoint {self.path} is from a run with other settings; "
-                "pass another path or delete it"
-            )
-        rng.bit_generator.state = state["rng"]
-        tally.load(state["tally"])
-        return int(state["done"])
+        rng.bit_generator.state = self.state["rng"]
+        tally.load(self.state["tally"])
+        return int(self.state["done"])
 
     def write(self, done: int, rng: np.random.Generator, tally: _Tally) -> None:
         if self.path is None:

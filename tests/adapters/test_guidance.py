@@ -228,3 +228,5 @@ def test_eval_generation_cli_takes_methods_and_a_checkpoint(adapter_cli, tmp_pat
     assert json.loads(checkpoint.read_text())["done"] == 2
     assert adapter_cli.json(*args) == result  # a finished checkpoint: only the summary reruns
     assert_error(adapter_cli(*args[:-4], "--methods", "nope"), "unknown method")
+    assert_error(adapter_cli(*args, "--users", "3"), "other settings")  # the last --users wins
+    assert_error(adapter_cli(*args[:-1], str(tmp_path / "no" / "run.json")), "does not exist")
