@@ -95,7 +95,10 @@ def local_ray():
     # and only ``store=`` chooses their store (not a $PERSONA_STORE of the shell).
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])),
            "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
-           "PERSONA_STORE": ""}  # fmt: skip
+           "PERSONA_STORE": "",
+           # Serve kills a proxy not ready in 5 s; on a loaded 2-core CI box starting one can
+           # take longer, and serve.start then fails with ActorDiedError (seen in a CI run).
+           "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60"}  # fmt: skip
     started = time.perf_counter()
     ray.init(num_cpus=4, include_dashboard=False, runtime_env={"env_vars": env},
              log_to_driver=False)  # fmt: skip
