@@ -20,13 +20,12 @@ def real_host():
     return first
 
 
-def test_conversion_is_cached_and_reloads_fast(real_host):
+def test_conversion_is_cached_and_reused(real_host):
     path = embedded_cache_path()
     assert (path / "config.json").exists() and (path / "model.safetensors").exists()
     assert "quantization_config" not in json.loads((path / "config.json").read_text())
     second = load_model(shared=False, progress=False)
-    assert not second.converted
-    assert second.load_seconds < 2.0
+    assert not second.converted  # read from the cache (its speed is a benchmark's job)
     assert second.name == EMBEDDED_MODEL and second.max_context >= 2048
 
 
